@@ -1,0 +1,322 @@
+//! Executing a plan: conditional puts with bounded concurrency, then
+//! archives and deletes, then the state manifest.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::Utc;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::manifest::DesiredState;
+use crate::plan::{self, Action, Change, Plan};
+use crate::remote::state::{self, ActualState, ManifestStatus, StateEntry, StateManifest, STATE_FORMAT, STATE_VERSION};
+use crate::remote::{Condition, Remote, RemoteError};
+
+/// Errors that make a plan impossible to execute at all.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the plan writes {key}, but the source has no such document; make a new plan")]
+    MissingDocument { key: String },
+    #[error("the plan writes {key} with hash {planned}, but the source now gives {current}; make a new plan")]
+    HashMismatch {
+        key: String,
+        planned: String,
+        current: String,
+    },
+}
+
+/// One key that could not be written or removed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Failure {
+    pub key: String,
+    pub action: Action,
+    pub error: String,
+}
+
+/// Requests that changed the bucket.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct WriteCounts {
+    pub put: usize,
+    pub copy: usize,
+    pub delete: usize,
+    pub manifest: usize,
+}
+
+impl WriteCounts {
+    pub fn total(&self) -> usize {
+        self.put + self.copy + self.delete + self.manifest
+    }
+}
+
+/// What an apply did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ApplyReport {
+    pub created: usize,
+    pub updated: usize,
+    pub archived: usize,
+    pub deleted: usize,
+    pub bytes_uploaded: u64,
+    pub writes: WriteCounts,
+    pub failures: Vec<Failure>,
+    /// Set when a precondition failure stopped the apply early.
+    pub stopped: Option<String>,
+}
+
+impl ApplyReport {
+    pub fn succeeded(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// Execution settings.
+#[derive(Clone, Debug)]
+pub struct ApplyOptions {
+    pub concurrency: usize,
+}
+
+/// Executes `plan`. Per-key failures are collected in the report; an
+/// `Err` means nothing was written.
+pub async fn execute(
+    plan: &Plan,
+    desired: &DesiredState,
+    actual: &ActualState,
+    remote: &Remote,
+    options: &ApplyOptions,
+    on_step: &(dyn Fn() + Sync),
+) -> Result<ApplyReport, ApplyError> {
+    // Every document the plan writes must be the one that was planned.
+    let writes: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|change| matches!(change.action, Action::Create | Action::Update))
+        .collect();
+    for change in &writes {
+        let object = desired
+            .objects
+            .get(&change.key)
+            .ok_or_else(|| ApplyError::MissingDocument { key: change.key.clone() })?;
+        if change.hash.as_deref() != Some(object.fingerprint.hash.as_str()) {
+            return Err(ApplyError::HashMismatch {
+                key: change.key.clone(),
+                planned: change.hash.clone().unwrap_or_default(),
+                current: object.fingerprint.hash.clone(),
+            });
+        }
+    }
+
+    let mut report = ApplyReport::default();
+    let mut written: BTreeMap<String, StateEntry> = BTreeMap::new();
+
+    // Puts run first and concurrently. A precondition failure means someone
+    // else changed a key, so no further put starts.
+    let stop = AtomicBool::new(false);
+    let outcomes: Vec<(&Change, Option<Result<Option<String>, RemoteError>>)> = futures::stream::iter(writes)
+        .map(|change| {
+            let stop = &stop;
+            async move {
+                if stop.load(Ordering::Relaxed) {
+                    return (change, None);
+                }
+                let object = &desired.objects[&change.key];
+                let condition = match (change.action, &change.remote_etag) {
+                    (Action::Create, _) => Condition::Absent,
+                    (_, Some(etag)) => Condition::Matches(etag.clone()),
+                    (_, None) => Condition::None,
+                };
+                let result = remote
+                    .put(
+                        &change.key,
+                        object.body.clone(),
+                        &object.content_type,
+                        &object.metadata_with_fingerprint(),
+                        condition,
+                    )
+                    .await;
+                if matches!(result, Err(RemoteError::Precondition { .. } | RemoteError::AlreadyExists { .. })) {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                on_step();
+                (change, Some(result))
+            }
+        })
+        .buffer_unordered(options.concurrency.max(1))
+        .collect()
+        .await;
+
+    for (change, outcome) in outcomes {
+        let Some(result) = outcome else {
+            report.failures.push(Failure {
+                key: change.key.clone(),
+                action: change.action,
+                error: "not attempted because another key changed on the remote".into(),
+            });
+            continue;
+        };
+        report.writes.put += 1;
+        match result {
+            Ok(etag) => {
+                let object = &desired.objects[&change.key];
+                written.insert(
+                    change.key.clone(),
+                    StateEntry {
+                        fingerprint: object.fingerprint.clone(),
+                        etag,
+                        size: object.body.len() as u64,
+                    },
+                );
+                report.bytes_uploaded += object.body.len() as u64;
+                match change.action {
+                    Action::Create => report.created += 1,
+                    _ => report.updated += 1,
+                }
+            }
+            Err(err) => {
+                if matches!(err, RemoteError::Precondition { .. } | RemoteError::AlreadyExists { .. }) {
+                    report.stopped.get_or_insert_with(|| err.to_string());
+                }
+                tracing::error!(key = %change.key, error = %err, "put failed");
+                report.failures.push(Failure {
+                    key: change.key.clone(),
+                    action: change.action,
+                    error: err.to_string(),
+                });
+            }
+        }
+    }
+
+    // Removals wait until every put succeeded, so a failed run never leaves
+    // the bucket with fewer documents than before.
+    let removals: Vec<&Change> = plan
+        .changes
+        .iter()
+        .filter(|change| matches!(change.action, Action::Archive | Action::Delete))
+        .collect();
+    let mut removed = Vec::new();
+    if report.failures.is_empty() && !removals.is_empty() {
+        removed = remove(&removals, remote, options, &mut report, on_step).await;
+    } else if !removals.is_empty() {
+        tracing::warn!(
+            removals = removals.len(),
+            "skipping archives and deletes because some puts failed"
+        );
+    }
+
+    // The manifest is written last, from what is now known to be in place.
+    let entries = next_manifest_entries(plan, desired, actual, written, &removed);
+    let manifest_current = actual.manifest_status == ManifestStatus::Loaded
+        && actual.manifest.as_ref().is_some_and(|manifest| manifest.objects == entries);
+    if !manifest_current {
+        let manifest = StateManifest {
+            format: STATE_FORMAT.to_string(),
+            version: STATE_VERSION,
+            commit: plan.source.commit.clone(),
+            repo: plan.source.repo.clone(),
+            written_at: Utc::now(),
+            objects: entries,
+        };
+        report.writes.manifest += 1;
+        if let Err(err) = state::write_manifest(remote, &manifest).await {
+            tracing::error!(error = %err, "writing the state manifest failed");
+            report.failures.push(Failure {
+                key: state::manifest_key(remote),
+                action: Action::Update,
+                error: format!("{err} (the next run reads object metadata instead)"),
+            });
+        }
+    }
+
+    Ok(report)
+}
+
+/// Archives (copy, then delete) and deletes. Returns the keys removed.
+async fn remove(
+    removals: &[&Change],
+    remote: &Remote,
+    options: &ApplyOptions,
+    report: &mut ApplyReport,
+    on_step: &(dyn Fn() + Sync),
+) -> Vec<String> {
+    // An archived object is deleted only after its copy is confirmed.
+    let archives: Vec<&Change> = removals.iter().copied().filter(|change| change.action == Action::Archive).collect();
+    let copies: Vec<(&Change, Result<(), RemoteError>)> = futures::stream::iter(archives)
+        .map(|change| async move {
+            let to = change.archive_key.as_deref().unwrap_or_default();
+            (change, remote.copy(&change.key, to).await)
+        })
+        .buffer_unordered(options.concurrency.max(1))
+        .collect()
+        .await;
+
+    let mut to_delete: Vec<(String, Action)> = Vec::new();
+    for (change, result) in copies {
+        report.writes.copy += 1;
+        match result {
+            Ok(()) => to_delete.push((change.key.clone(), Action::Archive)),
+            Err(err) => report.failures.push(Failure {
+                key: change.key.clone(),
+                action: Action::Archive,
+                error: err.to_string(),
+            }),
+        }
+    }
+    to_delete.extend(
+        removals
+            .iter()
+            .filter(|change| change.action == Action::Delete)
+            .map(|change| (change.key.clone(), Action::Delete)),
+    );
+    if to_delete.is_empty() {
+        return Vec::new();
+    }
+
+    let keys: Vec<String> = to_delete.iter().map(|(key, _)| key.clone()).collect();
+    let actions: BTreeMap<String, Action> = to_delete.into_iter().collect();
+    report.writes.delete += keys.len().div_ceil(1000);
+    let mut removed = Vec::new();
+    for (key, result) in remote.delete_many(&keys).await {
+        let action = actions.get(&key).copied().unwrap_or(Action::Delete);
+        on_step();
+        match result {
+            Ok(()) => {
+                match action {
+                    Action::Archive => report.archived += 1,
+                    _ => report.deleted += 1,
+                }
+                removed.push(key);
+            }
+            Err(err) => report.failures.push(Failure {
+                key,
+                action,
+                error: err.to_string(),
+            }),
+        }
+    }
+    removed
+}
+
+/// The manifest after this apply: unchanged objects as they were, written
+/// objects with their new ETags, and removed objects dropped. Entries of
+/// objects whose change failed are kept, so that a managed object never
+/// looks foreign to the next run.
+fn next_manifest_entries(
+    plan: &Plan,
+    desired: &DesiredState,
+    actual: &ActualState,
+    written: BTreeMap<String, StateEntry>,
+    removed: &[String],
+) -> BTreeMap<String, StateEntry> {
+    let mut entries = plan::expected_entries(desired, actual);
+    entries.extend(written);
+
+    let previous = actual.manifest.as_ref().map(|manifest| &manifest.objects);
+    for change in &plan.changes {
+        if entries.contains_key(&change.key) || removed.contains(&change.key) {
+            continue;
+        }
+        if let Some(old) = previous.and_then(|objects| objects.get(&change.key)) {
+            entries.insert(change.key.clone(), old.clone());
+        }
+    }
+    entries
+}

@@ -1,0 +1,535 @@
+//! The commands: each reads the source, reads the bucket, plans, and then
+//! prints, applies or reports drift.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::Serialize;
+
+use super::output::Output;
+use super::{ApplyArgs, CheckArgs, Cli, Command, ExitCode, PlanArgs, SyncArgs};
+use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport};
+use crate::config::{ConfigError, Credentials, Settings, Target};
+use crate::manifest::{self, DesiredOptions, DesiredState, ManifestError};
+use crate::plan::{self, ArchiveContext, Plan, PlanError, PlanOptions, PlanSource};
+use crate::remote::state::{self, ActualState};
+use crate::remote::{Remote, RemoteError, RequestPolicy};
+use crate::source::{self, Selector, SourceError};
+
+/// Everything that can stop a command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("cannot read plan file {path}: {message}")]
+    PlanFile { path: PathBuf, message: String },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the saved plan is out of date, so nothing was applied:\n  {}\nmake a new plan with `r2sync plan --out FILE`", reasons.join("\n  "))]
+    StalePlan { reasons: Vec<String> },
+    #[error("stdin is not a terminal, so apply cannot ask for confirmation; pass --yes or a saved plan file")]
+    NeedsConfirmation,
+    #[error("apply cancelled; nothing was changed")]
+    Cancelled,
+    #[error("apply failed for {count} of {total} changes (listed above); run apply again to converge")]
+    ApplyFailed { count: usize, total: usize },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Runs the parsed command and returns the exit code.
+pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Runtime)?;
+
+    match cli.command {
+        Command::Plan(args) => {
+            let output = Output::new(cli.quiet, cli.no_progress, args.json);
+            runtime.block_on(plan_command(&args, &output))
+        }
+        Command::Apply(args) => {
+            let output = Output::new(cli.quiet, cli.no_progress, args.json);
+            runtime.block_on(apply_command(&args, &output))
+        }
+        Command::SyncCloudflareR2(sync) => {
+            let args = ApplyArgs {
+                plan_file: None,
+                sync,
+                yes: true,
+                json: false,
+            };
+            let output = Output::new(cli.quiet, cli.no_progress, false);
+            runtime.block_on(apply_command(&args, &output))
+        }
+        Command::Check(args) => {
+            let output = Output::new(cli.quiet, cli.no_progress, args.json);
+            runtime.block_on(check_command(&args, &output))
+        }
+    }
+}
+
+/// Source, target and both states, ready for planning.
+struct Prepared {
+    settings: Settings,
+    source: PlanSource,
+    desired: DesiredState,
+    remote: Remote,
+    actual: ActualState,
+    concurrency: usize,
+}
+
+/// Resolves settings from the arguments and the environment.
+fn resolve_settings(args: &SyncArgs) -> Result<(Settings, Target, Credentials), CliError> {
+    let target = Target::parse(&args.target)?;
+    let lookup = |name: &str| std::env::var(name).ok();
+    let credentials = Credentials::resolve(&target, args.endpoint.as_deref(), &lookup)?;
+    let include = if args.include.is_empty() {
+        source::DEFAULT_INCLUDE.iter().map(|glob| glob.to_string()).collect()
+    } else {
+        args.include.clone()
+    };
+
+    let settings = Settings {
+        repo: source::redact_url(&args.repo),
+        root: args.root.trim_matches('/').to_string(),
+        include,
+        exclude: args.exclude.clone(),
+        target: target.to_string(),
+        endpoint: credentials.endpoint.clone(),
+        front_matter: args.front_matter,
+        delete_mode: args.delete_mode,
+        archive_prefix: args.archive_prefix.clone(),
+    };
+    Ok((settings, target, credentials))
+}
+
+/// Reads the commit (at `commit` when given, else at `--ref`) into the
+/// desired state, and the bucket into the actual state.
+async fn prepare(args: &SyncArgs, output: &Output, commit: Option<&str>) -> Result<Prepared, CliError> {
+    let (settings, target, credentials) = resolve_settings(args)?;
+    let started = Instant::now();
+
+    // Desired state, from the Git object database.
+    let cache_dir = args.cache_dir.clone().unwrap_or_else(source::default_cache_dir);
+    let repo = source::open(&args.repo, &cache_dir)?;
+    let commit = match commit {
+        Some(commit) => source::resolve_commit(&repo, commit)?,
+        None => source::resolve_commit(&repo, &args.reference)?,
+    };
+    let selector = Selector::new(&settings.include, &settings.exclude)?;
+    let files = source::select_files(&repo, commit, &settings.root, &selector)?;
+    output.status(format!(
+        "Reading {} documents from {} at {} ({})",
+        files.len(),
+        repo.display,
+        args.reference,
+        plan::short_commit(&commit.to_string())
+    ));
+    let bar = output.progress(files.len() as u64, "normalizing");
+    let desired = manifest::build(
+        &repo,
+        &files,
+        &DesiredOptions {
+            prefix: target.prefix.clone(),
+            front_matter: settings.front_matter,
+        },
+        || bar.inc(1),
+    )?;
+    bar.finish_and_clear();
+    tracing::info!(
+        documents = desired.objects.len(),
+        bytes = desired.total_bytes(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "built desired state"
+    );
+
+    // Actual state, from the listing, the manifest and metadata.
+    let policy = RequestPolicy {
+        retries: args.retries,
+        timeout: Duration::from_secs(args.timeout.max(1)),
+    };
+    let remote = Remote::connect(&target, &credentials, &policy)?;
+    let listing_started = Instant::now();
+    let actual = state::read_actual(&remote, args.concurrency as usize).await?;
+    tracing::info!(
+        objects = actual.objects.len(),
+        head_requests = actual.head_requests,
+        elapsed_ms = listing_started.elapsed().as_millis() as u64,
+        "read actual state of {remote}"
+    );
+
+    let source = PlanSource {
+        repo: repo.display.clone(),
+        reference: args.reference.clone(),
+        commit: commit.to_string(),
+    };
+    Ok(Prepared {
+        settings,
+        source,
+        desired,
+        remote,
+        actual,
+        concurrency: args.concurrency as usize,
+    })
+}
+
+/// Compares the states and wraps the result into a plan document.
+fn make_plan(prepared: &Prepared, max_deletes: usize, adopt: bool) -> Result<Plan, CliError> {
+    let created_at = Utc::now();
+    let options = PlanOptions {
+        delete_mode: prepared.settings.delete_mode,
+        max_deletes,
+        adopt,
+        archive_context: ArchiveContext {
+            prefix: prepared.remote.prefix().to_string(),
+            internal_prefix: prepared.remote.internal_prefix(),
+            archive_prefix: prepared.settings.archive_prefix.clone(),
+            stamp: created_at.format("%Y%m%dT%H%M%SZ").to_string(),
+        },
+    };
+    let diff = plan::diff(&prepared.desired, &prepared.actual, &options)?;
+    let summary = plan::summarize(&diff);
+    Ok(Plan {
+        format: plan::PLAN_FORMAT.to_string(),
+        version: plan::PLAN_VERSION,
+        created_at,
+        source: prepared.source.clone(),
+        settings_fingerprint: prepared.settings.fingerprint(),
+        settings: prepared.settings.clone(),
+        changes: diff.changes,
+        summary,
+        unmanaged: diff.unmanaged,
+        manifest_write: diff.manifest_write,
+        warnings: diff.warnings,
+    })
+}
+
+async fn plan_command(args: &PlanArgs, output: &Output) -> Result<ExitCode, CliError> {
+    let prepared = prepare(&args.sync, output, None).await?;
+    let plan = make_plan(&prepared, args.sync.max_deletes, args.sync.adopt)?;
+
+    if let Some(path) = &args.out {
+        let json = serde_json::to_vec_pretty(&plan).expect("plan serializes");
+        std::fs::write(path, json).map_err(|source| CliError::Write {
+            path: path.clone(),
+            source,
+        })?;
+        output.status(format!("Saved plan to {}; apply it with `r2sync apply {}`", path.display(), path.display()));
+    }
+
+    if args.json {
+        print_json(&plan);
+    } else {
+        print!("{}", plan::render(&plan, output.color()));
+    }
+
+    if args.detailed_exitcode && plan.has_changes() {
+        return Ok(ExitCode::Changes);
+    }
+    Ok(ExitCode::Success)
+}
+
+async fn apply_command(args: &ApplyArgs, output: &Output) -> Result<ExitCode, CliError> {
+    // Plan now, or load a saved plan and prove it still holds.
+    let (prepared, plan) = match &args.plan_file {
+        Some(path) => load_saved_plan(path, &args.sync, output).await?,
+        None => {
+            let prepared = prepare(&args.sync, output, None).await?;
+            let plan = make_plan(&prepared, args.sync.max_deletes, args.sync.adopt)?;
+            (prepared, plan)
+        }
+    };
+
+    if !plan.has_changes() && !plan.manifest_write {
+        if args.json {
+            print_json(&ApplyResult::new(&plan, &ApplyReport::default()));
+        } else {
+            output.status(plan::summary_line(&plan.summary));
+        }
+        return Ok(ExitCode::Success);
+    }
+
+    // A plan made here is shown and confirmed; a saved plan was reviewed
+    // when it was made.
+    if args.plan_file.is_none() {
+        if !args.json {
+            print!("{}", plan::render(&plan, output.color()));
+        }
+        if !args.yes && plan.has_changes() {
+            confirm()?;
+        }
+    }
+
+    let started = Instant::now();
+    let bar = output.progress(plan.changes.len() as u64, "applying");
+    let report = apply::execute(
+        &plan,
+        &prepared.desired,
+        &prepared.actual,
+        &prepared.remote,
+        &ApplyOptions {
+            concurrency: prepared.concurrency,
+        },
+        &|| bar.inc(1),
+    )
+    .await?;
+    bar.finish_and_clear();
+    tracing::info!(
+        created = report.created,
+        updated = report.updated,
+        archived = report.archived,
+        deleted = report.deleted,
+        writes = report.writes.total(),
+        bytes = report.bytes_uploaded,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "apply finished"
+    );
+
+    if args.json {
+        print_json(&ApplyResult::new(&plan, &report));
+    }
+    for failure in &report.failures {
+        eprintln!("error: {:?} {}: {}", failure.action, failure.key, failure.error);
+    }
+    if let Some(reason) = &report.stopped {
+        eprintln!("Stopped early: {reason}");
+    }
+    output.status(format!(
+        "Applied {}: {} created, {} updated, {} archived, {} deleted ({} uploaded, {} write requests) in {:.1}s.",
+        plan::short_commit(&plan.source.commit),
+        report.created,
+        report.updated,
+        report.archived,
+        report.deleted,
+        plan::human_bytes(report.bytes_uploaded),
+        report.writes.total(),
+        started.elapsed().as_secs_f64()
+    ));
+
+    if !report.succeeded() {
+        return Err(CliError::ApplyFailed {
+            count: report.failures.len(),
+            total: plan.changes.len(),
+        });
+    }
+    Ok(ExitCode::Success)
+}
+
+/// The JSON printed by `apply --json`.
+#[derive(Serialize)]
+struct ApplyResult<'a> {
+    format: &'static str,
+    version: u32,
+    commit: &'a str,
+    target: &'a str,
+    planned: &'a plan::Summary,
+    #[serde(flatten)]
+    report: &'a ApplyReport,
+}
+
+impl<'a> ApplyResult<'a> {
+    fn new(plan: &'a Plan, report: &'a ApplyReport) -> Self {
+        ApplyResult {
+            format: "r2sync-apply",
+            version: 1,
+            commit: &plan.source.commit,
+            target: &plan.settings.target,
+            planned: &plan.summary,
+            report,
+        }
+    }
+}
+
+fn confirm() -> Result<(), CliError> {
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::NeedsConfirmation);
+    }
+    eprint!("Apply these changes? Only 'yes' is accepted: ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|_| CliError::Cancelled)?;
+    if answer.trim() == "yes" {
+        Ok(())
+    } else {
+        Err(CliError::Cancelled)
+    }
+}
+
+/// Loads a saved plan and checks that the source commit, the settings and
+/// the remote state of every key it touches are as they were.
+async fn load_saved_plan(path: &Path, args: &SyncArgs, output: &Output) -> Result<(Prepared, Plan), CliError> {
+    let plan_error = |message: String| CliError::PlanFile {
+        path: path.to_path_buf(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|err| plan_error(err.to_string()))?;
+    let plan: Plan = serde_json::from_slice(&bytes).map_err(|err| plan_error(err.to_string()))?;
+    if plan.format != plan::PLAN_FORMAT || plan.version != plan::PLAN_VERSION {
+        return Err(plan_error(format!(
+            "format {:?} version {} is not a plan this r2sync reads ({} version {})",
+            plan.format,
+            plan.version,
+            plan::PLAN_FORMAT,
+            plan::PLAN_VERSION
+        )));
+    }
+
+    // Settings first: they decide what the source and remote mean.
+    let (settings, _, _) = resolve_settings(args)?;
+    let mut reasons: Vec<String> = plan
+        .settings
+        .differences(&settings)
+        .into_iter()
+        .map(|difference| format!("configuration changed: {difference}"))
+        .collect();
+    if plan.source.reference != args.reference {
+        reasons.push(format!(
+            "configuration changed: ref: {:?} -> {:?}",
+            plan.source.reference, args.reference
+        ));
+    }
+    if !reasons.is_empty() {
+        return Err(CliError::StalePlan { reasons });
+    }
+
+    // The ref must still point at the planned commit.
+    let cache_dir = args.cache_dir.clone().unwrap_or_else(source::default_cache_dir);
+    let repo = source::open(&args.repo, &cache_dir)?;
+    let current = source::resolve_commit(&repo, &plan.source.reference)?.to_string();
+    if current != plan.source.commit {
+        return Err(CliError::StalePlan {
+            reasons: vec![format!(
+                "source moved: {} was {} when planned, now {}",
+                plan.source.reference,
+                plan::short_commit(&plan.source.commit),
+                plan::short_commit(&current)
+            )],
+        });
+    }
+    drop(repo);
+
+    // Every key the plan touches must be as the plan saw it.
+    let prepared = prepare(args, output, Some(&plan.source.commit)).await?;
+    for change in &plan.changes {
+        let now = prepared.actual.objects.get(&change.key).and_then(|object| object.etag.clone());
+        let existed = prepared.actual.objects.contains_key(&change.key);
+        let planned_absent = change.action == plan::Action::Create;
+        if planned_absent && existed {
+            reasons.push(format!("remote changed: {} was created since the plan was made", change.key));
+        } else if !planned_absent && !existed {
+            reasons.push(format!("remote changed: {} was removed since the plan was made", change.key));
+        } else if !planned_absent && now != change.remote_etag {
+            reasons.push(format!(
+                "remote changed: {} (ETag {} when planned, now {})",
+                change.key,
+                change.remote_etag.as_deref().unwrap_or("none"),
+                now.as_deref().unwrap_or("none")
+            ));
+        }
+    }
+    if !reasons.is_empty() {
+        return Err(CliError::StalePlan { reasons });
+    }
+    output.status(format!(
+        "Saved plan {} still holds: {}",
+        path.display(),
+        plan::summary_line(&plan.summary)
+    ));
+    Ok((prepared, plan))
+}
+
+/// One difference between the bucket and the commit, as `check` reports it.
+#[derive(Serialize)]
+struct Drift<'a> {
+    key: &'a str,
+    problem: String,
+}
+
+#[derive(Serialize)]
+struct CheckResult<'a> {
+    format: &'static str,
+    version: u32,
+    commit: &'a str,
+    target: &'a str,
+    in_sync: bool,
+    drift: Vec<Drift<'a>>,
+}
+
+async fn check_command(args: &CheckArgs, output: &Output) -> Result<ExitCode, CliError> {
+    let prepared = prepare(&args.sync, output, None).await?;
+    // Drift is reported whatever its size, and a foreign object in a
+    // desired key is drift too.
+    let plan = make_plan(&prepared, usize::MAX, true)?;
+
+    let drift: Vec<Drift> = plan
+        .changes
+        .iter()
+        .map(|change| Drift {
+            key: &change.key,
+            problem: match change.action {
+                plan::Action::Create => "missing from the bucket".to_string(),
+                plan::Action::Update => format!(
+                    "differs from the commit ({})",
+                    change.reason.map(|reason| reason.to_string()).unwrap_or_default()
+                ),
+                plan::Action::Archive | plan::Action::Delete => "in the bucket but not in the commit".to_string(),
+            },
+        })
+        .collect();
+    let in_sync = drift.is_empty();
+
+    if args.json {
+        print_json(&CheckResult {
+            format: "r2sync-check",
+            version: 1,
+            commit: &plan.source.commit,
+            target: &plan.settings.target,
+            in_sync,
+            drift,
+        });
+    } else if in_sync {
+        output.status(format!(
+            "In sync: {} matches {} ({} objects).",
+            plan.settings.target,
+            plan::short_commit(&plan.source.commit),
+            plan.summary.unchanged
+        ));
+    } else {
+        println!(
+            "Drift: {} differs from {} in {} keys:",
+            plan.settings.target,
+            plan::short_commit(&plan.source.commit),
+            drift.len()
+        );
+        for item in &drift {
+            println!("  {}: {}", item.key, item.problem);
+        }
+    }
+
+    Ok(if in_sync { ExitCode::Success } else { ExitCode::Changes })
+}
+
+fn print_json(value: &impl Serialize) {
+    let json = serde_json::to_string_pretty(value).expect("output serializes");
+    println!("{json}");
+}

@@ -1,0 +1,177 @@
+//! Command-line interface: argument definitions and the commands.
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::DeleteMode;
+use crate::markdown::FrontMatterMode;
+
+pub use commands::{run, CliError};
+
+/// Default target when none is given: a directory beside the current one,
+/// so that a first run needs no server and no credentials.
+pub const DEFAULT_TARGET: &str = "file://./r2sync-bucket";
+
+/// Process exit codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Success; for `check` and `plan --detailed-exitcode`, also "no changes".
+    Success = 0,
+    /// An error.
+    Failure = 1,
+    /// `check` found drift, or `plan --detailed-exitcode` found changes.
+    Changes = 2,
+}
+
+/// Publish the Markdown of a Git commit to Cloudflare R2 or any
+/// S3-compatible bucket: plan shows what would change, apply converges the
+/// bucket, check detects drift.
+#[derive(Debug, Parser)]
+#[command(name = "r2sync", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log more: -v info, -vv debug, -vvv trace. RUST_LOG overrides this.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Print only errors and the requested data.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Never show a progress bar.
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Compute and print the plan: what apply would change.
+    Plan(PlanArgs),
+    /// Converge the bucket: plan (or read a saved plan), confirm, execute.
+    Apply(ApplyArgs),
+    /// Detect drift: exit 0 when the bucket matches the commit, 2 when not.
+    Check(CheckArgs),
+    /// The same as `apply --yes`, for scripts that expect this name.
+    #[command(name = "sync-cloudflare-r2")]
+    SyncCloudflareR2(SyncArgs),
+}
+
+/// Options shared by every command: the source, the target and how to reach it.
+#[derive(Debug, Clone, Args)]
+pub struct SyncArgs {
+    /// Repository: a local path (bare or not), a bundle file, or a URL.
+    #[arg(long, default_value = ".", env = "R2SYNC_REPO")]
+    pub repo: String,
+
+    /// Branch, tag or commit to publish.
+    #[arg(long = "ref", default_value = "HEAD", env = "R2SYNC_REF")]
+    pub reference: String,
+
+    /// Subdirectory of the repository whose contents map to keys.
+    #[arg(long, default_value = "", env = "R2SYNC_ROOT")]
+    pub root: String,
+
+    /// Glob of files to publish, matched below --root, case-insensitively
+    /// (repeatable; default: *.md and *.markdown).
+    #[arg(long = "include", value_name = "GLOB")]
+    pub include: Vec<String>,
+
+    /// Glob of files to leave out (repeatable).
+    #[arg(long = "exclude", value_name = "GLOB")]
+    pub exclude: Vec<String>,
+
+    /// Destination: r2://BUCKET/PREFIX, s3://BUCKET/PREFIX or file:///DIR.
+    #[arg(long, default_value = DEFAULT_TARGET, env = "R2SYNC_TARGET")]
+    pub target: String,
+
+    /// S3 endpoint URL; for r2:// targets the default comes from R2_ACCOUNT_ID.
+    #[arg(long, env = "R2SYNC_ENDPOINT")]
+    pub endpoint: Option<String>,
+
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512))]
+    pub concurrency: u16,
+
+    /// Strip front matter from uploaded bodies, or keep it.
+    #[arg(long, value_enum, default_value_t = FrontMatterMode::Strip)]
+    pub front_matter: FrontMatterMode,
+
+    /// What happens to objects whose source file is gone.
+    #[arg(long, value_enum, default_value_t = DeleteMode::Archive)]
+    pub delete_mode: DeleteMode,
+
+    /// Where archived objects go (default: PREFIX/.r2sync/archive).
+    #[arg(long, value_name = "KEY_PREFIX")]
+    pub archive_prefix: Option<String>,
+
+    /// Reject a plan that archives or deletes more objects than this.
+    #[arg(long, default_value_t = 256)]
+    pub max_deletes: usize,
+
+    /// Overwrite objects that exist at a desired key but were not written by r2sync.
+    #[arg(long)]
+    pub adopt: bool,
+
+    /// Retries per request on throttling, 5xx and connection errors.
+    #[arg(long, default_value_t = 5)]
+    pub retries: usize,
+
+    /// Timeout per request, in seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub timeout: u64,
+
+    /// Cache directory for repositories fetched from URLs.
+    #[arg(long, env = "R2SYNC_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub sync: SyncArgs,
+
+    /// Save the plan to FILE for a later `r2sync apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    /// Print the plan as versioned JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Exit 0 when there are no changes, 2 when there are, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved with `r2sync plan --out`; without it, plan first.
+    pub plan_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub sync: SyncArgs,
+
+    /// Apply without asking for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub sync: SyncArgs,
+
+    /// Print the drift report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,60 @@
+//! Where output goes: data on stdout, status and progress on stderr.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Work smaller than this shows no progress bar.
+const PROGRESS_MIN_ITEMS: u64 = 50;
+
+/// Output settings for one command.
+#[derive(Clone, Debug)]
+pub struct Output {
+    quiet: bool,
+    progress: bool,
+    color: bool,
+}
+
+impl Output {
+    /// `machine` is set for `--json`, where stdout carries only the JSON
+    /// and no progress bar may interleave with it.
+    pub fn new(quiet: bool, no_progress: bool, machine: bool) -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+        Output {
+            quiet,
+            progress: !quiet && !no_progress && !machine && std::io::stderr().is_terminal(),
+            color: !no_color && std::io::stdout().is_terminal(),
+        }
+    }
+
+    /// Whether the plan printed on stdout may use colors.
+    pub fn color(&self) -> bool {
+        self.color
+    }
+
+    /// Prints a status line on stderr unless `--quiet`.
+    pub fn status(&self, message: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{}", message.as_ref());
+        }
+    }
+
+    /// A progress bar on stderr for `len` steps, hidden when not on a
+    /// terminal, with `--no-progress`, `--quiet` or `--json`, or for
+    /// short work.
+    pub fn progress(&self, len: u64, message: &'static str) -> ProgressBar {
+        if !self.progress || len < PROGRESS_MIN_ITEMS {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} ({eta})")
+                .expect("progress template is valid")
+                .progress_chars("=> "),
+        );
+        bar.set_message(message);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    }
+}

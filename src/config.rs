@@ -1,0 +1,377 @@
+//! Resolved settings: the target, credentials from the environment, and the
+//! options that shape a plan.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::markdown::FrontMatterMode;
+
+/// Region used for R2, which accepts `auto` (and treats empty and
+/// `us-east-1` the same way).
+pub const R2_REGION: &str = "auto";
+
+/// Errors in settings, each naming the option or variable to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid --target {target:?}: {message}; use r2://BUCKET/PREFIX, s3://BUCKET/PREFIX or file:///DIR")]
+    Target { target: String, message: String },
+    #[error("target {target} needs an endpoint: set R2_ACCOUNT_ID (or CLOUDFLARE_ACCOUNT_ID), or pass --endpoint")]
+    MissingR2Endpoint { target: String },
+    #[error("target {target} needs credentials: set R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) in the environment or in .env")]
+    MissingCredentials { target: String },
+    #[error("invalid --endpoint {endpoint:?}: {message}")]
+    Endpoint { endpoint: String, message: String },
+}
+
+/// Where objects go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetKind {
+    /// Cloudflare R2 through its S3 API.
+    R2 { bucket: String },
+    /// Any S3-compatible store.
+    S3 { bucket: String },
+    /// A local directory, for trying r2sync without a server.
+    Local { dir: PathBuf },
+}
+
+/// A parsed `--target`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub kind: TargetKind,
+    /// Key prefix without leading or trailing slashes; may be empty.
+    pub prefix: String,
+}
+
+impl Target {
+    /// Parses `r2://BUCKET/PREFIX`, `s3://BUCKET/PREFIX`, `file:///DIR`
+    /// (also `file://./DIR` or a plain directory path).
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let invalid = |message: &str| ConfigError::Target {
+            target: text.to_string(),
+            message: message.to_string(),
+        };
+
+        if let Some(rest) = text.strip_prefix("file://") {
+            if rest.is_empty() {
+                return Err(invalid("the directory is missing"));
+            }
+            return Ok(Self::local(rest));
+        }
+
+        let (scheme, rest) = match text.split_once("://") {
+            Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+            None => return Ok(Self::local(text)),
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(invalid("the bucket name is missing"));
+        }
+        let prefix = prefix.trim_matches('/').to_string();
+        if prefix.split('/').any(|segment| segment == "." || segment == "..")
+            || prefix.contains("//")
+        {
+            return Err(invalid("the prefix has an empty, `.` or `..` segment"));
+        }
+
+        let bucket = bucket.to_string();
+        let kind = match scheme.as_str() {
+            "r2" => TargetKind::R2 { bucket },
+            "s3" => TargetKind::S3 { bucket },
+            other => return Err(invalid(&format!("unknown scheme {other:?}"))),
+        };
+        Ok(Target { kind, prefix })
+    }
+
+    fn local(dir: &str) -> Self {
+        Target {
+            kind: TargetKind::Local {
+                dir: crate::remote::absolute_dir(std::path::Path::new(dir)),
+            },
+            prefix: String::new(),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (scheme, bucket) = match &self.kind {
+            TargetKind::R2 { bucket } => ("r2", bucket.as_str()),
+            TargetKind::S3 { bucket } => ("s3", bucket.as_str()),
+            TargetKind::Local { dir } => return write!(f, "file://{}", dir.display()),
+        };
+        if self.prefix.is_empty() {
+            write!(f, "{scheme}://{bucket}")
+        } else {
+            write!(f, "{scheme}://{bucket}/{}", self.prefix)
+        }
+    }
+}
+
+/// A secret string that never shows in `Debug` or `Display` output.
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    /// The secret itself, for handing to the store client only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Endpoint, region and keys for an S3 or R2 target.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    pub session_token: Option<Secret>,
+}
+
+/// Reads the first variable of `names` that is set and not empty.
+fn first_env(names: &[&str], lookup: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    names
+        .iter()
+        .filter_map(|name| lookup(name))
+        .find(|value| !value.trim().is_empty())
+}
+
+impl Credentials {
+    /// Resolves endpoint, region and keys for `target` from `--endpoint`
+    /// and the environment (read through `lookup`).
+    pub fn resolve(
+        target: &Target,
+        endpoint_flag: Option<&str>,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        if let TargetKind::Local { .. } = target.kind {
+            return Ok(Credentials::default());
+        }
+
+        let (endpoint, region) = match &target.kind {
+            TargetKind::R2 { .. } => {
+                let endpoint = match endpoint_flag {
+                    Some(endpoint) => endpoint.to_string(),
+                    None => match first_env(&["R2_ENDPOINT"], lookup) {
+                        Some(endpoint) => endpoint,
+                        None => {
+                            let account = first_env(&["R2_ACCOUNT_ID", "CLOUDFLARE_ACCOUNT_ID"], lookup)
+                                .ok_or_else(|| ConfigError::MissingR2Endpoint {
+                                    target: target.to_string(),
+                                })?;
+                            format!("https://{}.r2.cloudflarestorage.com", account.trim())
+                        }
+                    },
+                };
+                (Some(endpoint), R2_REGION.to_string())
+            }
+            _ => {
+                let endpoint = endpoint_flag
+                    .map(str::to_string)
+                    .or_else(|| first_env(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"], lookup));
+                let region = first_env(&["AWS_REGION", "AWS_DEFAULT_REGION"], lookup)
+                    .unwrap_or_else(|| "us-east-1".to_string());
+                (endpoint, region)
+            }
+        };
+
+        if let Some(endpoint) = &endpoint {
+            let parsed = url::Url::parse(endpoint).map_err(|err| ConfigError::Endpoint {
+                endpoint: endpoint.clone(),
+                message: err.to_string(),
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ConfigError::Endpoint {
+                    endpoint: endpoint.clone(),
+                    message: "the scheme must be http or https".into(),
+                });
+            }
+        }
+
+        // Without explicit keys object_store would fall back to instance
+        // metadata services, so missing keys are an error here.
+        let access_key_id = first_env(&["R2_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"], lookup);
+        let secret_access_key = first_env(&["R2_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"], lookup);
+        let (Some(access_key_id), Some(secret_access_key)) = (access_key_id, secret_access_key) else {
+            return Err(ConfigError::MissingCredentials {
+                target: target.to_string(),
+            });
+        };
+        let session_token = first_env(&["AWS_SESSION_TOKEN"], lookup).map(Secret::new);
+
+        Ok(Credentials {
+            endpoint,
+            region,
+            access_key_id: Some(access_key_id),
+            secret_access_key: Some(Secret::new(secret_access_key)),
+            session_token,
+        })
+    }
+}
+
+/// What happens to a managed object whose source file is gone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DeleteMode {
+    /// Copy the object under the archive prefix, then delete it.
+    #[default]
+    Archive,
+    /// Delete the object.
+    Delete,
+}
+
+/// The settings that shape the desired state and the plan. A saved plan
+/// stores them, and `apply` rejects the plan when they differ.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// Repository, with credentials removed from a URL.
+    pub repo: String,
+    pub root: String,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub target: String,
+    pub endpoint: Option<String>,
+    pub front_matter: FrontMatterMode,
+    pub delete_mode: DeleteMode,
+    pub archive_prefix: Option<String>,
+}
+
+impl Settings {
+    /// A blake3 hash of the settings, to tell at a glance whether two match.
+    pub fn fingerprint(&self) -> String {
+        let json = serde_json::to_vec(self).expect("settings serialize");
+        blake3::hash(&json).to_hex().to_string()
+    }
+
+    /// Lists the settings that differ from `other`, as `name: old -> new`.
+    pub fn differences(&self, other: &Settings) -> Vec<String> {
+        let mine = serde_json::to_value(self).expect("settings serialize");
+        let theirs = serde_json::to_value(other).expect("settings serialize");
+        let (serde_json::Value::Object(mine), serde_json::Value::Object(theirs)) = (mine, theirs) else {
+            return Vec::new();
+        };
+        mine.iter()
+            .filter(|(name, value)| theirs.get(*name) != Some(value))
+            .map(|(name, value)| {
+                let new = theirs.get(name).cloned().unwrap_or(serde_json::Value::Null);
+                format!("{name}: {value} -> {new}")
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn parses_r2_target() {
+        let target = Target::parse("r2://docs-bucket/site/en/").unwrap();
+        assert_eq!(
+            target.kind,
+            TargetKind::R2 {
+                bucket: "docs-bucket".into()
+            }
+        );
+        assert_eq!(target.prefix, "site/en");
+        assert_eq!(target.to_string(), "r2://docs-bucket/site/en");
+    }
+
+    #[test]
+    fn parses_s3_target_without_prefix() {
+        let target = Target::parse("s3://b").unwrap();
+        assert_eq!(target.prefix, "");
+    }
+
+    #[test]
+    fn rejects_bad_targets() {
+        for text in ["gs://b/p", "s3:///p", "s3://b/a/../c", "file://"] {
+            let err = Target::parse(text).unwrap_err().to_string();
+            assert!(err.contains(text), "{err}");
+        }
+    }
+
+    #[test]
+    fn local_target_is_absolute() {
+        let target = Target::parse("file://./out").unwrap();
+        let TargetKind::Local { dir } = target.kind else {
+            panic!("expected a local target");
+        };
+        assert!(dir.is_absolute());
+    }
+
+    #[test]
+    fn r2_endpoint_from_account_id() {
+        let target = Target::parse("r2://b/p").unwrap();
+        let lookup = env(&[
+            ("CLOUDFLARE_ACCOUNT_ID", "abc123"),
+            ("R2_ACCESS_KEY_ID", "id"),
+            ("R2_SECRET_ACCESS_KEY", "secret"),
+        ]);
+        let credentials = Credentials::resolve(&target, None, &lookup).unwrap();
+        assert_eq!(
+            credentials.endpoint.as_deref(),
+            Some("https://abc123.r2.cloudflarestorage.com")
+        );
+        assert_eq!(credentials.region, "auto");
+    }
+
+    #[test]
+    fn r2_keys_win_over_aws_keys() {
+        let target = Target::parse("s3://b").unwrap();
+        let lookup = env(&[
+            ("R2_ACCESS_KEY_ID", "r2-id"),
+            ("R2_SECRET_ACCESS_KEY", "r2-secret"),
+            ("AWS_ACCESS_KEY_ID", "aws-id"),
+            ("AWS_SECRET_ACCESS_KEY", "aws-secret"),
+        ]);
+        let credentials = Credentials::resolve(&target, Some("http://127.0.0.1:9"), &lookup).unwrap();
+        assert_eq!(credentials.access_key_id.as_deref(), Some("r2-id"));
+        assert_eq!(credentials.secret_access_key.unwrap().expose(), "r2-secret");
+    }
+
+    #[test]
+    fn missing_credentials_name_variables() {
+        let target = Target::parse("r2://b").unwrap();
+        let lookup = env(&[("R2_ACCOUNT_ID", "a")]);
+        let err = Credentials::resolve(&target, None, &lookup).unwrap_err().to_string();
+        assert!(err.contains("R2_ACCESS_KEY_ID"), "{err}");
+    }
+
+    #[test]
+    fn missing_account_names_variable() {
+        let target = Target::parse("r2://b").unwrap();
+        let err = Credentials::resolve(&target, None, &env(&[])).unwrap_err().to_string();
+        assert!(err.contains("R2_ACCOUNT_ID"), "{err}");
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let credentials = Credentials {
+            secret_access_key: Some(Secret::new("hunter2".into())),
+            ..Default::default()
+        };
+        assert!(!format!("{credentials:?}").contains("hunter2"));
+    }
+}

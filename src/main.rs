@@ -1,0 +1,59 @@
+//! The `r2sync` binary: parse arguments, set up logging, run the command and
+//! map the outcome to an exit code.
+
+use clap::Parser;
+use r2sync::cli::{self, Cli, ExitCode};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // Help and version are not errors; usage errors exit 1, because
+            // 2 means "changes" for plan and check.
+            let _ = err.print();
+            let code = if err.use_stderr() { ExitCode::Failure } else { ExitCode::Success };
+            return std::process::ExitCode::from(code as u8);
+        }
+    };
+
+    // Credentials may come from a .env file in the current directory;
+    // variables already set win over it.
+    let dotenv = dotenvy::dotenv();
+
+    init_tracing(cli.verbose, cli.quiet);
+    if let Err(err) = dotenv {
+        if !err.not_found() {
+            tracing::warn!("ignoring .env: {err}");
+        }
+    }
+
+    let code = match cli::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            let err = anyhow::Error::new(err);
+            eprintln!("error: {err:#}");
+            ExitCode::Failure
+        }
+    };
+    std::process::ExitCode::from(code as u8)
+}
+
+/// Logs go to stderr: warnings by default, more with each -v, RUST_LOG wins.
+fn init_tracing(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(!no_color && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(verbose >= 2)
+        .init();
+}

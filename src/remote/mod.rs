@@ -1,0 +1,625 @@
+//! The remote side: the bucket (or local directory) that r2sync converges,
+//! reached through object_store, and the actual state read from it.
+
+pub mod metadata;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    Attribute, AttributeValue, Attributes, BackoffConfig, ClientOptions, GetOptions, ObjectStore,
+    ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, UpdateVersion,
+};
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use crate::config::{Credentials, Target, TargetKind};
+
+/// Name of the folder under the target prefix where r2sync keeps its state
+/// manifest and archived documents. Keys below it are never planned.
+pub const INTERNAL_DIR: &str = ".r2sync";
+
+/// Folder at the top of a local target that holds the headers and metadata
+/// of each file, because a plain file system has nowhere else to keep them.
+const LOCAL_METADATA_DIR: &str = ".r2sync-meta";
+
+/// Errors of the remote stage, each naming the key or target involved.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("{key}: changed on the remote since it was planned (precondition failed); run plan again")]
+    Precondition { key: String },
+    #[error("{key}: was created on the remote since it was planned; run plan again")]
+    AlreadyExists { key: String },
+    #[error("{operation} {key}: {source}")]
+    Store {
+        operation: &'static str,
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("invalid object key {key:?}: {source}")]
+    InvalidKey {
+        key: String,
+        #[source]
+        source: object_store::path::Error,
+    },
+    #[error("cannot set up target {target}: {message}")]
+    Setup { target: String, message: String },
+    #[error("delete {key}: {message}")]
+    Delete { key: String, message: String },
+    #[error("{key}: invalid local metadata file: {message}")]
+    LocalMetadata { key: String, message: String },
+}
+
+/// Timeouts and retries for requests to the store.
+#[derive(Clone, Debug)]
+pub struct RequestPolicy {
+    pub retries: usize,
+    pub timeout: Duration,
+}
+
+/// An object as the listing shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    /// ETag without quotes, when the store reports one.
+    pub etag: Option<String>,
+}
+
+/// An object's headers and user metadata, as a HEAD request returns them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectHead {
+    pub etag: Option<String>,
+    pub size: u64,
+    pub content_type: Option<String>,
+    /// User metadata with RFC 2047 words decoded.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A write precondition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Condition {
+    /// Unconditional write.
+    None,
+    /// Only if no object exists (`If-None-Match: *`).
+    Absent,
+    /// Only if the current ETag matches (`If-Match`).
+    Matches(String),
+}
+
+#[derive(Debug)]
+enum Backend {
+    S3(Arc<dyn ObjectStore>),
+    /// A directory; headers and metadata live in side files.
+    Local(Arc<LocalFileSystem>),
+}
+
+/// A connected target: a store and the key prefix r2sync manages in it.
+#[derive(Debug)]
+pub struct Remote {
+    backend: Backend,
+    prefix: String,
+    display: String,
+}
+
+/// Strips the quotes (and a weak marker) that servers put around ETags.
+pub fn normalize_etag(etag: &str) -> String {
+    etag.trim_start_matches("W/").trim_matches('"').to_string()
+}
+
+fn parse_key(key: &str) -> Result<Path, RemoteError> {
+    Path::parse(key).map_err(|source| RemoteError::InvalidKey {
+        key: key.to_string(),
+        source,
+    })
+}
+
+impl Remote {
+    /// Connects to `target`. No request is sent until the first operation.
+    pub fn connect(
+        target: &Target,
+        credentials: &Credentials,
+        policy: &RequestPolicy,
+    ) -> Result<Self, RemoteError> {
+        let setup_error = |message: String| RemoteError::Setup {
+            target: target.to_string(),
+            message,
+        };
+
+        let backend = match &target.kind {
+            TargetKind::Local { dir } => {
+                std::fs::create_dir_all(dir).map_err(|err| {
+                    setup_error(format!("cannot create directory {}: {err}", dir.display()))
+                })?;
+                let store = LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|err| setup_error(err.to_string()))?
+                    .with_automatic_cleanup(true);
+                Backend::Local(Arc::new(store))
+            }
+            TargetKind::S3 { bucket } | TargetKind::R2 { bucket } => {
+                let endpoint = credentials.endpoint.clone();
+                let client_options = ClientOptions::new()
+                    .with_timeout(policy.timeout)
+                    .with_connect_timeout(policy.timeout.min(Duration::from_secs(10)))
+                    .with_allow_http(endpoint.as_deref().is_some_and(|url| url.starts_with("http://")));
+                let retry = RetryConfig {
+                    backoff: BackoffConfig::default(),
+                    max_retries: policy.retries,
+                    retry_timeout: Duration::from_secs(120),
+                };
+
+                // R2 and most S3-compatible servers honour If-Match and
+                // If-None-Match on PutObject. R2 rejects object tagging
+                // with 501, so tags are never sent.
+                let mut builder = AmazonS3Builder::new()
+                    .with_bucket_name(bucket)
+                    .with_region(credentials.region.clone())
+                    .with_virtual_hosted_style_request(false)
+                    .with_conditional_put(S3ConditionalPut::ETagMatch)
+                    .with_disable_tagging(true)
+                    .with_client_options(client_options)
+                    .with_retry(retry);
+                if let Some(endpoint) = &endpoint {
+                    builder = builder.with_endpoint(endpoint);
+                }
+                if let Some(key_id) = &credentials.access_key_id {
+                    builder = builder.with_access_key_id(key_id);
+                }
+                if let Some(secret) = &credentials.secret_access_key {
+                    builder = builder.with_secret_access_key(secret.expose());
+                }
+                if let Some(token) = &credentials.session_token {
+                    builder = builder.with_token(token.expose());
+                }
+                let store = builder.build().map_err(|err| setup_error(err.to_string()))?;
+                Backend::S3(Arc::new(store))
+            }
+        };
+
+        Ok(Remote {
+            backend,
+            prefix: target.prefix.clone(),
+            display: target.to_string(),
+        })
+    }
+
+    /// The key prefix r2sync manages, without a trailing slash.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Key of the internal folder under the prefix.
+    pub fn internal_prefix(&self) -> String {
+        crate::manifest::object_key(&self.prefix, INTERNAL_DIR)
+    }
+
+    fn store(&self) -> Arc<dyn ObjectStore> {
+        match &self.backend {
+            Backend::S3(store) => store.clone(),
+            Backend::Local(store) => store.clone(),
+        }
+    }
+
+    /// Lists every object under the prefix, following pagination.
+    pub async fn list(&self) -> Result<Vec<Listed>, RemoteError> {
+        let started = Instant::now();
+        let prefix = if self.prefix.is_empty() {
+            None
+        } else {
+            Some(parse_key(&self.prefix)?)
+        };
+
+        let store = self.store();
+        let mut stream = store.list(prefix.as_ref());
+        let mut listed = Vec::new();
+        while let Some(meta) = stream.next().await {
+            let meta = meta.map_err(|source| RemoteError::Store {
+                operation: "list",
+                key: self.prefix.clone(),
+                source,
+            })?;
+            let key = meta.location.to_string();
+            if matches!(self.backend, Backend::Local(_)) && key.starts_with(LOCAL_METADATA_DIR) {
+                continue;
+            }
+            listed.push(Listed {
+                key,
+                size: meta.size,
+                etag: meta.e_tag.as_deref().map(normalize_etag),
+            });
+        }
+        listed.sort_by(|a, b| a.key.cmp(&b.key));
+
+        tracing::debug!(
+            prefix = %self.prefix,
+            objects = listed.len(),
+            latency_ms = started.elapsed().as_millis() as u64,
+            "listed {} objects under {:?}", listed.len(), self.prefix
+        );
+        Ok(listed)
+    }
+
+    /// Reads an object's headers and user metadata, or `None` when the
+    /// key does not exist.
+    pub async fn head(&self, key: &str) -> Result<Option<ObjectHead>, RemoteError> {
+        let span = tracing::debug_span!("head", key, attempt = 1);
+        async {
+            let started = Instant::now();
+            let path = parse_key(key)?;
+            let options = GetOptions {
+                head: true,
+                ..Default::default()
+            };
+            let result = match self.store().get_opts(&path, options).await {
+                Ok(result) => result,
+                Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                Err(source) => {
+                    return Err(RemoteError::Store {
+                        operation: "head",
+                        key: key.to_string(),
+                        source,
+                    })
+                }
+            };
+
+            let mut head = ObjectHead {
+                etag: result.meta.e_tag.as_deref().map(normalize_etag),
+                size: result.meta.size,
+                ..Default::default()
+            };
+            match &self.backend {
+                Backend::S3(_) => {
+                    for (attribute, value) in &result.attributes {
+                        match attribute {
+                            Attribute::ContentType => head.content_type = Some(value.to_string()),
+                            Attribute::Metadata(name) => {
+                                head.metadata
+                                    .insert(name.to_lowercase(), metadata::decode(value));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Backend::Local(_) => {
+                    if let Some(side) = self.read_local_metadata(key).await? {
+                        head.content_type = side.content_type;
+                        head.metadata = side.metadata;
+                    }
+                }
+            }
+            tracing::trace!(latency_ms = started.elapsed().as_millis() as u64, "head {key}");
+            Ok(Some(head))
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Reads a whole object, or `None` when the key does not exist.
+    pub async fn get(&self, key: &str) -> Result<Option<(Bytes, Option<String>)>, RemoteError> {
+        let path = parse_key(key)?;
+        let store_error = |source| RemoteError::Store {
+            operation: "get",
+            key: key.to_string(),
+            source,
+        };
+        let result = match self.store().get(&path).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(source) => return Err(store_error(source)),
+        };
+        let etag = result.meta.e_tag.as_deref().map(normalize_etag);
+        let bytes = result.bytes().await.map_err(store_error)?;
+        Ok(Some((bytes, etag)))
+    }
+
+    /// Writes an object with its Content-Type and user metadata under the
+    /// given precondition and returns the new ETag.
+    pub async fn put(
+        &self,
+        key: &str,
+        body: Bytes,
+        content_type: &str,
+        user_metadata: &BTreeMap<String, String>,
+        condition: Condition,
+    ) -> Result<Option<String>, RemoteError> {
+        let path = parse_key(key)?;
+        let bytes = body.len();
+        let span = tracing::info_span!("put", key, bytes, attempt = 1);
+        async {
+            let started = Instant::now();
+            let result = match &self.backend {
+                Backend::S3(store) => {
+                    let mut attributes = Attributes::new();
+                    attributes.insert(Attribute::ContentType, AttributeValue::from(content_type.to_string()));
+                    for (name, value) in user_metadata {
+                        attributes.insert(
+                            Attribute::Metadata(name.clone().into()),
+                            AttributeValue::from(metadata::encode(value)),
+                        );
+                    }
+                    let options = PutOptions {
+                        mode: put_mode(&condition),
+                        attributes,
+                        ..Default::default()
+                    };
+                    store
+                        .put_opts(&path, PutPayload::from(body), options)
+                        .await
+                        .map(|result| result.e_tag.as_deref().map(normalize_etag))
+                }
+                Backend::Local(store) => {
+                    self.put_local(store, key, &path, body, content_type, user_metadata, &condition)
+                        .await
+                }
+            };
+            let latency_ms = started.elapsed().as_millis() as u64;
+            match result {
+                Ok(etag) => {
+                    tracing::debug!(latency_ms, "put {key} ({bytes} bytes) in {latency_ms} ms");
+                    Ok(etag)
+                }
+                Err(source) => {
+                    tracing::debug!(latency_ms, error = %source, "put {key} failed");
+                    Err(classify(key, "put", source))
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn put_local(
+        &self,
+        store: &LocalFileSystem,
+        key: &str,
+        path: &Path,
+        body: Bytes,
+        content_type: &str,
+        user_metadata: &BTreeMap<String, String>,
+        condition: &Condition,
+    ) -> Result<Option<String>, object_store::Error> {
+        // A local directory has a single writer in practice, so the ETag
+        // check for an update is read-then-write rather than atomic.
+        if let Condition::Matches(expected) = condition {
+            let current = store.head(path).await?;
+            let current = current.e_tag.as_deref().map(normalize_etag);
+            if current.as_deref() != Some(expected.as_str()) {
+                return Err(object_store::Error::Precondition {
+                    path: key.to_string(),
+                    source: format!("ETag is {current:?}, expected {expected:?}").into(),
+                });
+            }
+        }
+        let mode = match condition {
+            Condition::Absent => PutMode::Create,
+            _ => PutMode::Overwrite,
+        };
+        let result = store
+            .put_opts(path, PutPayload::from(body), PutOptions::from(mode))
+            .await?;
+
+        let side = LocalMetadata {
+            content_type: Some(content_type.to_string()),
+            metadata: user_metadata.clone(),
+        };
+        let side_json = serde_json::to_vec_pretty(&side).expect("metadata serializes");
+        store
+            .put(&local_metadata_path(key)?, PutPayload::from(side_json))
+            .await?;
+        Ok(result.e_tag.as_deref().map(normalize_etag))
+    }
+
+    async fn read_local_metadata(&self, key: &str) -> Result<Option<LocalMetadata>, RemoteError> {
+        let path = local_metadata_path(key).map_err(|source| RemoteError::Store {
+            operation: "head",
+            key: key.to_string(),
+            source,
+        })?;
+        let bytes = match self.store().get(&path).await {
+            Ok(result) => result.bytes().await,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(err) => Err(err),
+        }
+        .map_err(|source| RemoteError::Store {
+            operation: "head",
+            key: key.to_string(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|err| RemoteError::LocalMetadata {
+                key: key.to_string(),
+                message: err.to_string(),
+            })
+    }
+
+    /// Copies an object with its headers and metadata to `to`.
+    pub async fn copy(&self, from: &str, to: &str) -> Result<(), RemoteError> {
+        let span = tracing::info_span!("copy", key = from, to, attempt = 1);
+        async {
+            let started = Instant::now();
+            let store = self.store();
+            let copy_error = |source| classify(from, "copy", source);
+            store
+                .copy(&parse_key(from)?, &parse_key(to)?)
+                .await
+                .map_err(copy_error)?;
+            if let Backend::Local(_) = self.backend {
+                let side_from = local_metadata_path(from).map_err(copy_error)?;
+                let side_to = local_metadata_path(to).map_err(copy_error)?;
+                match store.copy(&side_from, &side_to).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(err) => return Err(copy_error(err)),
+                }
+            }
+            tracing::debug!(latency_ms = started.elapsed().as_millis() as u64, "copied {from} to {to}");
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Deletes keys, up to 1,000 per request where the store supports bulk
+    /// deletes, and returns the outcome of each key. A key that was already
+    /// gone counts as deleted.
+    pub async fn delete_many(&self, keys: &[String]) -> Vec<(String, Result<(), RemoteError>)> {
+        let started = Instant::now();
+        let mut paths = Vec::with_capacity(keys.len() * 2);
+        let mut invalid = BTreeMap::new();
+        for key in keys {
+            match parse_key(key) {
+                Ok(path) => paths.push(path),
+                Err(err) => {
+                    invalid.insert(key.clone(), err);
+                }
+            }
+            // Local targets also drop the side file that holds the metadata.
+            if let Backend::Local(_) = self.backend {
+                if let Ok(side) = local_metadata_path(key) {
+                    paths.push(side);
+                }
+            }
+        }
+
+        // The bulk API reports failures per key, but not every error names
+        // its key, so any key not confirmed is a failure with the first
+        // error seen.
+        let input = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
+        let results: Vec<_> = self.store().delete_stream(input).collect().await;
+        let mut confirmed = std::collections::BTreeSet::new();
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(path) => {
+                    confirmed.insert(path.to_string());
+                }
+                Err(object_store::Error::NotFound { path, .. }) => {
+                    confirmed.insert(path);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "delete failed");
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+
+        let first_error = first_error.map(|err| err.to_string());
+        let outcomes = keys
+            .iter()
+            .map(|key| {
+                let outcome = if let Some(err) = invalid.remove(key) {
+                    Err(err)
+                } else if confirmed.contains(key) {
+                    Ok(())
+                } else {
+                    Err(RemoteError::Delete {
+                        key: key.clone(),
+                        message: first_error.clone().unwrap_or_else(|| "not confirmed by the server".into()),
+                    })
+                };
+                (key.clone(), outcome)
+            })
+            .collect();
+        tracing::info!(
+            keys = keys.len(),
+            latency_ms = started.elapsed().as_millis() as u64,
+            "deleted {} keys", keys.len()
+        );
+        outcomes
+    }
+
+    /// Writes a small internal object (the state manifest) unconditionally
+    /// and returns its ETag.
+    pub async fn put_internal(&self, key: &str, body: Bytes) -> Result<Option<String>, RemoteError> {
+        let path = parse_key(key)?;
+        let store = self.store();
+        let mut options = PutOptions::default();
+        if let Backend::S3(_) = self.backend {
+            options
+                .attributes
+                .insert(Attribute::ContentType, AttributeValue::from("application/json"));
+        }
+        store
+            .put_opts(&path, PutPayload::from(body), options)
+            .await
+            .map(|result| result.e_tag.as_deref().map(normalize_etag))
+            .map_err(|source| classify(key, "put", source))
+    }
+
+    /// Lists keys below `prefix` regardless of the managed prefix.
+    pub async fn list_keys_under(&self, prefix: &str) -> Result<Vec<Listed>, RemoteError> {
+        let path = parse_key(prefix)?;
+        let listed: Vec<_> = self
+            .store()
+            .list(Some(&path))
+            .map_ok(|meta| Listed {
+                key: meta.location.to_string(),
+                size: meta.size,
+                etag: meta.e_tag.as_deref().map(normalize_etag),
+            })
+            .try_collect()
+            .await
+            .map_err(|source| RemoteError::Store {
+                operation: "list",
+                key: prefix.to_string(),
+                source,
+            })?;
+        Ok(listed)
+    }
+}
+
+impl std::fmt::Display for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+fn put_mode(condition: &Condition) -> PutMode {
+    match condition {
+        Condition::None => PutMode::Overwrite,
+        Condition::Absent => PutMode::Create,
+        Condition::Matches(etag) => PutMode::Update(UpdateVersion {
+            e_tag: Some(format!("\"{etag}\"")),
+            version: None,
+        }),
+    }
+}
+
+/// Maps the precondition outcomes of object_store to their own variants.
+fn classify(key: &str, operation: &'static str, source: object_store::Error) -> RemoteError {
+    match source {
+        object_store::Error::Precondition { .. } => RemoteError::Precondition { key: key.to_string() },
+        object_store::Error::AlreadyExists { .. } => RemoteError::AlreadyExists { key: key.to_string() },
+        source => RemoteError::Store {
+            operation,
+            key: key.to_string(),
+            source,
+        },
+    }
+}
+
+/// Headers and metadata of a file in a local target.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct LocalMetadata {
+    content_type: Option<String>,
+    metadata: BTreeMap<String, String>,
+}
+
+fn local_metadata_path(key: &str) -> Result<Path, object_store::Error> {
+    Path::parse(format!("{LOCAL_METADATA_DIR}/{key}.json")).map_err(Into::into)
+}
+
+/// Turns a `file://` target directory into an absolute path.
+pub fn absolute_dir(dir: &std::path::Path) -> PathBuf {
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}

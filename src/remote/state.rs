@@ -1,0 +1,260 @@
+//! The actual state: the bucket's listing joined with the state manifest that
+//! r2sync keeps under the prefix, with object metadata as the ground truth.
+//!
+//! A listed key whose ETag and size match its manifest entry is known without
+//! a request. Any other key is resolved with a HEAD request, so a lost or
+//! corrupt manifest costs requests, never a re-upload.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::{Listed, Remote, RemoteError};
+use crate::manifest::{Fingerprint, META_BODY, META_HASH, META_HEADERS};
+
+pub const STATE_FORMAT: &str = "r2sync-state";
+pub const STATE_VERSION: u32 = 1;
+/// Name of the state manifest inside the internal folder.
+pub const STATE_FILE: &str = "state.json";
+
+/// The state manifest object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateManifest {
+    pub format: String,
+    pub version: u32,
+    /// Commit of the last apply that wrote to the bucket.
+    pub commit: String,
+    /// Repository of that commit, with credentials removed.
+    pub repo: String,
+    pub written_at: DateTime<Utc>,
+    pub objects: BTreeMap<String, StateEntry>,
+}
+
+/// What r2sync knows of one object it wrote.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateEntry {
+    #[serde(flatten)]
+    pub fingerprint: Fingerprint,
+    pub etag: Option<String>,
+    pub size: u64,
+}
+
+/// Whether the state manifest could be used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum ManifestStatus {
+    Missing,
+    Invalid { reason: String },
+    Loaded,
+}
+
+/// Who wrote an object, as far as r2sync can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ownership {
+    /// Written by r2sync: in the manifest or carrying its metadata.
+    Managed,
+    /// Neither in the manifest nor carrying r2sync metadata.
+    Unmanaged,
+}
+
+/// One object under the prefix.
+#[derive(Clone, Debug)]
+pub struct ActualObject {
+    pub etag: Option<String>,
+    pub size: u64,
+    pub ownership: Ownership,
+    /// `None` when the object has no r2sync metadata (replaced by someone else).
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// Everything known about the bucket under the prefix.
+#[derive(Clone, Debug)]
+pub struct ActualState {
+    pub objects: BTreeMap<String, ActualObject>,
+    pub manifest_status: ManifestStatus,
+    pub manifest: Option<StateManifest>,
+    /// ETag of the manifest object when it was read.
+    pub manifest_etag: Option<String>,
+    /// HEAD requests needed to resolve keys the manifest did not vouch for.
+    pub head_requests: usize,
+}
+
+/// Key of the state manifest for a remote.
+pub fn manifest_key(remote: &Remote) -> String {
+    format!("{}/{STATE_FILE}", remote.internal_prefix())
+}
+
+/// Reads the listing and the manifest, then resolves the keys the manifest
+/// does not vouch for with up to `concurrency` HEAD requests at a time.
+pub async fn read_actual(remote: &Remote, concurrency: usize) -> Result<ActualState, RemoteError> {
+    let listed = remote.list().await?;
+    let internal = format!("{}/", remote.internal_prefix());
+    let manifest_key = manifest_key(remote);
+
+    // Split the listing into managed space and r2sync's own folder.
+    let mut objects_listed = Vec::with_capacity(listed.len());
+    let mut manifest_listed = None;
+    for entry in listed {
+        if entry.key == manifest_key {
+            manifest_listed = Some(entry);
+        } else if !entry.key.starts_with(&internal) {
+            objects_listed.push(entry);
+        }
+    }
+
+    let (manifest_status, manifest, manifest_etag) = match manifest_listed {
+        None => (ManifestStatus::Missing, None, None),
+        Some(_) => load_manifest(remote, &manifest_key).await?,
+    };
+    let entries = manifest.as_ref().map(|manifest| &manifest.objects);
+
+    // Keys the manifest vouches for need no request.
+    let mut objects = BTreeMap::new();
+    let mut unresolved = Vec::new();
+    for entry in objects_listed {
+        let vouched = entries
+            .and_then(|entries| entries.get(&entry.key))
+            .filter(|known| known.size == entry.size && known.etag.is_some() && known.etag == entry.etag);
+        match vouched {
+            Some(known) => {
+                objects.insert(
+                    entry.key.clone(),
+                    ActualObject {
+                        etag: entry.etag.clone(),
+                        size: entry.size,
+                        ownership: Ownership::Managed,
+                        fingerprint: Some(known.fingerprint.clone()),
+                    },
+                );
+            }
+            None => unresolved.push(entry),
+        }
+    }
+
+    // The rest are resolved from their own metadata.
+    let head_requests = unresolved.len();
+    if head_requests > 0 {
+        tracing::info!(
+            keys = head_requests,
+            manifest = ?manifest_status,
+            "reading metadata of {head_requests} objects the state manifest does not cover"
+        );
+    }
+    let resolved: Vec<Result<(Listed, Option<super::ObjectHead>), RemoteError>> =
+        futures::stream::iter(unresolved.into_iter().map(|entry| async move {
+            let head = remote.head(&entry.key).await?;
+            Ok((entry, head))
+        }))
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+
+    for result in resolved {
+        let (entry, head) = result?;
+        // A key that vanished between listing and HEAD is simply absent.
+        let Some(head) = head else { continue };
+        let in_manifest = entries.is_some_and(|entries| entries.contains_key(&entry.key));
+        let fingerprint = fingerprint_from_metadata(&head.metadata);
+        // TODO: an object replaced behind r2sync's back with a different body but copied r2sync metadata passes as unchanged; comparing an MD5 ETag with the desired body would catch it.
+        let ownership = if fingerprint.is_some() || in_manifest {
+            Ownership::Managed
+        } else {
+            Ownership::Unmanaged
+        };
+        objects.insert(
+            entry.key.clone(),
+            ActualObject {
+                etag: head.etag.or(entry.etag),
+                size: head.size,
+                ownership,
+                fingerprint,
+            },
+        );
+    }
+
+    Ok(ActualState {
+        objects,
+        manifest_status,
+        manifest,
+        manifest_etag,
+        head_requests,
+    })
+}
+
+async fn load_manifest(
+    remote: &Remote,
+    key: &str,
+) -> Result<(ManifestStatus, Option<StateManifest>, Option<String>), RemoteError> {
+    let Some((bytes, etag)) = remote.get(key).await? else {
+        return Ok((ManifestStatus::Missing, None, None));
+    };
+    match parse_manifest(&bytes) {
+        Ok(manifest) => Ok((ManifestStatus::Loaded, Some(manifest), etag)),
+        Err(reason) => {
+            tracing::warn!(key, %reason, "state manifest is invalid; reading object metadata instead");
+            Ok((ManifestStatus::Invalid { reason }, None, etag))
+        }
+    }
+}
+
+fn parse_manifest(bytes: &Bytes) -> Result<StateManifest, String> {
+    let manifest: StateManifest = serde_json::from_slice(bytes).map_err(|err| err.to_string())?;
+    if manifest.format != STATE_FORMAT {
+        return Err(format!("format is {:?}, expected {STATE_FORMAT:?}", manifest.format));
+    }
+    if manifest.version != STATE_VERSION {
+        return Err(format!(
+            "version {} is not supported (expected {STATE_VERSION}); upgrade r2sync",
+            manifest.version
+        ));
+    }
+    Ok(manifest)
+}
+
+/// Reads r2sync's fingerprint from user metadata, if all parts are there.
+pub fn fingerprint_from_metadata(metadata: &BTreeMap<String, String>) -> Option<Fingerprint> {
+    Some(Fingerprint {
+        hash: metadata.get(META_HASH)?.clone(),
+        body: metadata.get(META_BODY)?.clone(),
+        headers: metadata.get(META_HEADERS)?.clone(),
+    })
+}
+
+/// Writes the state manifest and returns its ETag.
+pub async fn write_manifest(remote: &Remote, manifest: &StateManifest) -> Result<Option<String>, RemoteError> {
+    let body = serde_json::to_vec_pretty(manifest).expect("state manifest serializes");
+    remote.put_internal(&manifest_key(remote), Bytes::from(body)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_with_other_format_is_invalid() {
+        let bytes = Bytes::from_static(br#"{"format":"x","version":1,"commit":"","repo":"","written_at":"2026-01-01T00:00:00Z","objects":{}}"#);
+        assert!(parse_manifest(&bytes).unwrap_err().contains("format"));
+    }
+
+    #[test]
+    fn truncated_manifest_is_invalid() {
+        let bytes = Bytes::from_static(br#"{"format":"r2sync-state","#);
+        assert!(parse_manifest(&bytes).is_err());
+    }
+
+    #[test]
+    fn fingerprint_needs_all_parts() {
+        let mut metadata = BTreeMap::from([
+            (META_HASH.to_string(), "h".to_string()),
+            (META_BODY.to_string(), "b".to_string()),
+        ]);
+        assert!(fingerprint_from_metadata(&metadata).is_none());
+        metadata.insert(META_HEADERS.to_string(), "x".to_string());
+        assert_eq!(fingerprint_from_metadata(&metadata).unwrap().hash, "h");
+    }
+
+}

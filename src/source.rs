@@ -1,0 +1,442 @@
+//! The source stage: a commit of a Git repository, read through git2 from the
+//! object database. Nothing is checked out, so file modes and mtimes of a
+//! work tree never influence what is published.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+/// The globs used when the user gives no `--include`.
+pub const DEFAULT_INCLUDE: &[&str] = &["*.md", "*.markdown"];
+
+/// Errors of the source stage. Each names the repository, ref or path.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot open repository {repo}: {source}")]
+    Open { repo: String, source: git2::Error },
+    #[error("cannot read bundle {path}: {message}")]
+    Bundle { path: String, message: String },
+    #[error("cannot fetch {url}: {source}")]
+    Fetch { url: String, source: git2::Error },
+    #[error("cannot resolve ref {reference:?} in {repo}: {source}; pass a branch, tag or commit id with --ref")]
+    Ref {
+        reference: String,
+        repo: String,
+        source: git2::Error,
+    },
+    #[error("--root {root:?} is not a directory in commit {commit}")]
+    Root { root: String, commit: String },
+    #[error("invalid glob {glob:?}: {source}")]
+    Glob { glob: String, source: globset::Error },
+    #[error("path {path} in commit {commit} is not valid UTF-8; rename it")]
+    NonUtf8Path { path: String, commit: String },
+    #[error("cannot read {path} (blob {blob}): {source}")]
+    Blob {
+        path: String,
+        blob: String,
+        source: git2::Error,
+    },
+    #[error("git error: {0}")]
+    Git(#[from] git2::Error),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+}
+
+/// Which files of the tree are published, matched against the path below
+/// the root, case-insensitively.
+pub struct Selector {
+    include: GlobSet,
+    exclude: GlobSet,
+}
+
+impl Selector {
+    pub fn new(include: &[String], exclude: &[String]) -> Result<Self, SourceError> {
+        Ok(Selector {
+            include: build_globset(include)?,
+            exclude: build_globset(exclude)?,
+        })
+    }
+
+    pub fn matches(&self, path: &str) -> bool {
+        self.include.is_match(path) && !self.exclude.is_match(path)
+    }
+}
+
+fn build_globset(globs: &[String]) -> Result<GlobSet, SourceError> {
+    let mut builder = GlobSetBuilder::new();
+    for glob in globs {
+        let compiled = GlobBuilder::new(glob)
+            .case_insensitive(true)
+            .build()
+            .map_err(|source| SourceError::Glob {
+                glob: glob.clone(),
+                source,
+            })?;
+        builder.add(compiled);
+    }
+    builder.build().map_err(|source| SourceError::Glob {
+        glob: globs.join(","),
+        source,
+    })
+}
+
+/// An opened repository together with what keeps it alive (a temporary
+/// directory for an imported bundle).
+pub struct Repo {
+    pub repo: Repository,
+    /// The repository as the user named it, with credentials removed.
+    pub display: String,
+    _scratch: Option<tempfile::TempDir>,
+}
+
+/// One selected file of the commit.
+#[derive(Clone, Debug)]
+pub struct SourceFile {
+    /// Path below the root, with `/` separators; this becomes the key suffix.
+    pub path: String,
+    /// Path from the top of the repository, for messages and metadata.
+    pub repo_path: String,
+    pub blob: Oid,
+}
+
+/// Opens `spec`: a local repository (bare or with a work tree), a bundle
+/// file, or a URL that is cloned into `cache_dir` and fetched on later runs.
+pub fn open(spec: &str, cache_dir: &Path) -> Result<Repo, SourceError> {
+    let local = Path::new(spec);
+    if local.is_file() {
+        return import_bundle(local);
+    }
+    if is_url(spec) {
+        return open_remote(spec, cache_dir);
+    }
+
+    let repo = Repository::discover(local).map_err(|source| SourceError::Open {
+        repo: spec.to_string(),
+        source,
+    })?;
+    Ok(Repo {
+        repo,
+        display: spec.to_string(),
+        _scratch: None,
+    })
+}
+
+fn is_url(spec: &str) -> bool {
+    if spec.contains("://") {
+        return true;
+    }
+    // scp-like syntax: user@host:path
+    match (spec.find('@'), spec.find(':')) {
+        (Some(at), Some(colon)) => at < colon && !spec[..colon].contains('/'),
+        _ => false,
+    }
+}
+
+/// Removes a user name and password from a URL before it is shown or stored.
+pub fn redact_url(spec: &str) -> String {
+    match url::Url::parse(spec) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        _ => spec.to_string(),
+    }
+}
+
+/// Clones a remote as a bare mirror under the cache directory, or fetches
+/// into the existing mirror.
+fn open_remote(url: &str, cache_dir: &Path) -> Result<Repo, SourceError> {
+    let display = redact_url(url);
+    let dir = cache_dir
+        .join("repos")
+        .join(&blake3::hash(url.as_bytes()).to_hex()[..16]);
+    let fetch_error = |source| SourceError::Fetch {
+        url: display.clone(),
+        source,
+    };
+
+    // TODO: lock the cache directory so two runs sharing it cannot interleave fetches.
+    let repo = match Repository::open_bare(&dir) {
+        Ok(repo) => repo,
+        Err(_) => {
+            fs::create_dir_all(&dir).map_err(|source| SourceError::Io {
+                context: format!("cannot create cache directory {}", dir.display()),
+                source,
+            })?;
+            Repository::init_bare(&dir).map_err(fetch_error)?
+        }
+    };
+
+    let shown_url = &display;
+    tracing::info!(url = %shown_url, cache = %dir.display(), "fetching remote repository");
+    {
+        let mut remote = repo.remote_anonymous(url).map_err(fetch_error)?;
+        remote
+            .fetch(&["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], None, None)
+            .map_err(fetch_error)?;
+        if let Ok(default_branch) = remote.default_branch() {
+            if let Ok(name) = default_branch.as_str() {
+                repo.set_head(name).map_err(fetch_error)?;
+            }
+        }
+    }
+
+    Ok(Repo {
+        repo,
+        display,
+        _scratch: None,
+    })
+}
+
+/// Imports a Git bundle (format v2 or v3) into a temporary bare repository:
+/// the pack goes through libgit2's pack writer, the header's refs become
+/// branches and tags, and HEAD follows the bundle's HEAD line.
+fn import_bundle(path: &Path) -> Result<Repo, SourceError> {
+    let display = path.display().to_string();
+    let bundle_error = |message: String| SourceError::Bundle {
+        path: display.clone(),
+        message,
+    };
+    let io_error = |source: std::io::Error| SourceError::Bundle {
+        path: display.clone(),
+        message: source.to_string(),
+    };
+
+    let file = fs::File::open(path).map_err(io_error)?;
+    let mut reader = BufReader::new(file);
+
+    // Header: a signature line, optional capabilities (v3), prerequisites
+    // (`-<oid>`), then `<oid> <refname>` lines and a blank line.
+    let mut signature = String::new();
+    reader.read_line(&mut signature).map_err(io_error)?;
+    let signature = signature.trim_end();
+    if signature != "# v2 git bundle" && signature != "# v3 git bundle" {
+        return Err(bundle_error(format!(
+            "not a Git bundle (first line {signature:?}); pass a repository directory, a bundle or a URL"
+        )));
+    }
+
+    let mut refs: Vec<(Oid, String)> = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).map_err(io_error)? == 0 {
+            return Err(bundle_error("header ends before the pack".into()));
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if line.starts_with('@') {
+            continue;
+        }
+        if line.starts_with('-') {
+            return Err(bundle_error(
+                "the bundle is incremental (it has prerequisites); create it with `git bundle create FILE --all`".into(),
+            ));
+        }
+        let (oid, name) = line
+            .split_once(' ')
+            .ok_or_else(|| bundle_error(format!("invalid ref line {line:?}")))?;
+        let oid = Oid::from_str(oid).map_err(|err| bundle_error(err.to_string()))?;
+        refs.push((oid, name.to_string()));
+    }
+
+    let scratch = tempfile::Builder::new()
+        .prefix("r2sync-bundle-")
+        .tempdir()
+        .map_err(io_error)?;
+    let repo = Repository::init_bare(scratch.path())?;
+
+    // Stream the pack into the object database.
+    {
+        let odb = repo.odb()?;
+        let mut writer = odb.packwriter()?;
+        let mut buffer = vec![0u8; 1 << 16];
+        loop {
+            let read = reader.read(&mut buffer).map_err(io_error)?;
+            if read == 0 {
+                break;
+            }
+            writer.write_all(&buffer[..read]).map_err(io_error)?;
+        }
+        writer.commit()?;
+    }
+
+    // Recreate the refs, then point HEAD where the bundle's HEAD pointed.
+    let mut head = None;
+    for (oid, name) in &refs {
+        if name == "HEAD" {
+            head = Some(*oid);
+            continue;
+        }
+        repo.reference(name, *oid, true, "r2sync: import bundle")?;
+    }
+    if let Some(head) = head {
+        let branch = refs
+            .iter()
+            .find(|(oid, name)| *oid == head && name.starts_with("refs/heads/"));
+        match branch {
+            Some((_, name)) => repo.set_head(name)?,
+            None => repo.set_head_detached(head)?,
+        }
+    }
+
+    let shown_path = &display;
+    tracing::debug!(bundle = %shown_path, refs = refs.len(), "imported bundle");
+    Ok(Repo {
+        repo,
+        display,
+        _scratch: Some(scratch),
+    })
+}
+
+/// Resolves a branch, tag, commit id or `HEAD` to a commit id.
+pub fn resolve_commit(repo: &Repo, reference: &str) -> Result<Oid, SourceError> {
+    let object = repo
+        .repo
+        .revparse_single(reference)
+        .and_then(|object| object.peel_to_commit())
+        .map_err(|source| SourceError::Ref {
+            reference: reference.to_string(),
+            repo: repo.display.clone(),
+            source,
+        })?;
+    Ok(object.id())
+}
+
+/// Lists the files of `commit` below `root` that the selector accepts,
+/// sorted by path.
+pub fn select_files(
+    repo: &Repo,
+    commit: Oid,
+    root: &str,
+    selector: &Selector,
+) -> Result<Vec<SourceFile>, SourceError> {
+    let commit_object = repo.repo.find_commit(commit)?;
+    let mut tree = commit_object.tree()?;
+    let root = root.trim_matches('/');
+    if !root.is_empty() {
+        let entry = tree
+            .get_path(Path::new(root))
+            .map_err(|_| SourceError::Root {
+                root: root.to_string(),
+                commit: commit.to_string(),
+            })?;
+        tree = entry
+            .to_object(&repo.repo)?
+            .into_tree()
+            .map_err(|_| SourceError::Root {
+                root: root.to_string(),
+                commit: commit.to_string(),
+            })?;
+    }
+
+    let mut files = Vec::new();
+    let mut failure = None;
+    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+        let Ok(name) = entry.name() else {
+            let raw = String::from_utf8_lossy(entry.name_bytes()).into_owned();
+            failure = Some(SourceError::NonUtf8Path {
+                path: format!("{dir}{}", raw.escape_debug()),
+                commit: commit.to_string(),
+            });
+            return TreeWalkResult::Abort;
+        };
+        let path = format!("{dir}{name}");
+        match entry.kind() {
+            Some(ObjectType::Blob) if entry.filemode() == 0o120000 => {
+                if selector.matches(&path) {
+                    // TODO: follow symlinks that point at another selected file of the tree.
+                    tracing::warn!(path, "skipping symbolic link");
+                }
+            }
+            Some(ObjectType::Blob) => {
+                if selector.matches(&path) {
+                    let repo_path = if root.is_empty() {
+                        path.clone()
+                    } else {
+                        format!("{root}/{path}")
+                    };
+                    files.push(SourceFile {
+                        path,
+                        repo_path,
+                        blob: entry.id(),
+                    });
+                }
+            }
+            Some(ObjectType::Commit) => {
+                tracing::info!(path, "skipping submodule");
+            }
+            _ => {}
+        }
+        TreeWalkResult::Ok
+    })?;
+    if let Some(failure) = failure {
+        return Err(failure);
+    }
+
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+/// Reads the content of one selected file.
+pub fn read_blob(repo: &Repo, file: &SourceFile) -> Result<Vec<u8>, SourceError> {
+    let blob = repo.repo.find_blob(file.blob).map_err(|source| SourceError::Blob {
+        path: file.repo_path.clone(),
+        blob: file.blob.to_string(),
+        source,
+    })?;
+    Ok(blob.content().to_vec())
+}
+
+/// The default cache directory for fetched repositories.
+pub fn default_cache_dir() -> PathBuf {
+    dirs::cache_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("r2sync")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_selector_is_case_insensitive() {
+        let globs: Vec<String> = DEFAULT_INCLUDE.iter().map(|glob| glob.to_string()).collect();
+        let selector = Selector::new(&globs, &[]).unwrap();
+        assert!(selector.matches("a/b/README.MD"));
+        assert!(selector.matches("guide.Markdown"));
+        assert!(!selector.matches("image.png"));
+        assert!(!selector.matches("page.mdx"));
+    }
+
+    #[test]
+    fn exclude_wins_over_include() {
+        let selector = Selector::new(&["*.md".into()], &["drafts/**".into()]).unwrap();
+        assert!(selector.matches("docs/a.md"));
+        assert!(!selector.matches("drafts/a.md"));
+    }
+
+    #[test]
+    fn url_detection() {
+        assert!(is_url("https://example.invalid/repo.git"));
+        assert!(is_url("git@example.invalid:team/repo.git"));
+        assert!(!is_url("./repo"));
+        assert!(!is_url("/srv/a:b/repo"));
+    }
+
+    #[test]
+    fn redact_removes_credentials() {
+        assert_eq!(
+            redact_url("https://user:s3cret@example.invalid/r.git"),
+            "https://example.invalid/r.git"
+        );
+    }
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Run the test suite against local Garage and moto servers: start them, export
+# their endpoints and credentials, run `cargo test --locked` with this script's
+# arguments, and stop the servers on exit. Exits with cargo's exit code.
+#
+# Example: bash tests/run.sh -- --nocapture
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# start.sh and stop.sh must agree on the state directory, so pass it as an
+# absolute path before changing directory.
+state_dir=${R2SYNC_TEST_STATE_DIR:-$repo_root/target/test-servers}
+mkdir -p "$state_dir"
+R2SYNC_TEST_STATE_DIR=$(cd "$state_dir" && pwd)
+export R2SYNC_TEST_STATE_DIR
+
+cd "$repo_root"
+
+trap 'bash tests/servers/stop.sh' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+bash tests/servers/start.sh
+# shellcheck source=/dev/null
+source "$R2SYNC_TEST_STATE_DIR/env"
+
+# Asks the integration tests to fail, not skip, when they cannot reach a test server.
+export R2SYNC_TEST_REQUIRE_SERVERS=1
+
+# The test servers are on 127.0.0.1, so requests to them must bypass any proxy.
+export NO_PROXY=127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}
+export no_proxy=$NO_PROXY
+
+status=0
+cargo test --locked "$@" || status=$?
+exit "$status"
