@@ -6,6 +6,10 @@ use r2sync::cli::{self, Cli, ExitCode};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
+    // Credentials and flag defaults may come from a .env file in the current
+    // directory; variables already set win over it.
+    let dotenv = dotenvy::dotenv();
+
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -16,10 +20,6 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(code as u8);
         }
     };
-
-    // Credentials may come from a .env file in the current directory;
-    // variables already set win over it.
-    let dotenv = dotenvy::dotenv();
 
     init_tracing(cli.verbose, cli.quiet);
     if let Err(err) = dotenv {

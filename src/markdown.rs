@@ -215,7 +215,7 @@ fn parse_front_matter(path: &str, block: &FrontMatterBlock<'_>) -> Result<serde_
         message,
     };
     let value = match block.format {
-        FrontMatterFormat::Yaml => parse_yaml(block.matter).map_err(invalid)?,
+        FrontMatterFormat::Yaml => parse_yaml(path, block.matter).map_err(invalid)?,
         FrontMatterFormat::Toml | FrontMatterFormat::Json => {
             let parsed = if block.format == FrontMatterFormat::Toml {
                 TOML::parse(block.matter)
@@ -242,22 +242,36 @@ fn parse_front_matter(path: &str, block: &FrontMatterBlock<'_>) -> Result<serde_
 /// Parses YAML front matter with a libyaml-based parser (YAML 1.2 core
 /// schema, through serde_yaml_ng). gray_matter's own YAML engine rejects
 /// flow sequences whose closing bracket sits at column 1, which Hugo and
-/// other generators accept and real documentation uses. Duplicate keys are
-/// an error. Scalars that look like dates stay strings.
-fn parse_yaml(matter: &str) -> Result<serde_json::Value, String> {
-    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(matter).map_err(|err| {
-        match err.location() {
-            // The opening delimiter line sits above the parsed text.
-            Some(location) => format!(
-                "{} (line {}, column {})",
-                strip_location(&err.to_string()),
-                location.line() + 1,
-                location.column()
-            ),
-            None => err.to_string(),
-        }
-    })?;
-    Ok(yaml_to_json(value))
+/// other generators accept and real documentation uses. Scalars that look
+/// like dates stay strings.
+///
+/// A key repeated in one mapping keeps its last value, as in Hugo and
+/// PyYAML, and logs a warning naming the key, because published
+/// documentation contains such repeats.
+fn parse_yaml(path: &str, matter: &str) -> Result<serde_json::Value, String> {
+    let strict: Result<serde_yaml_ng::Value, _> = serde_yaml_ng::from_str(matter);
+    let error = match strict {
+        Ok(value) => return Ok(yaml_to_json(value)),
+        Err(error) => error,
+    };
+    let message = match error.location() {
+        // The opening delimiter line sits above the parsed text.
+        Some(location) => format!(
+            "{} (line {}, column {})",
+            strip_location(&error.to_string()),
+            location.line() + 1,
+            location.column()
+        ),
+        None => error.to_string(),
+    };
+    if !message.contains("duplicate entry") {
+        return Err(message);
+    }
+
+    // serde_json's map keeps the last value of a repeated key.
+    let lenient: serde_json::Value = serde_yaml_ng::from_str(matter).map_err(|_| message.clone())?;
+    tracing::warn!(path, "front matter repeats a key; the last value wins: {message}");
+    Ok(lenient)
 }
 
 /// serde_yaml_ng appends " at line L column C" to its messages; the caller
@@ -471,13 +485,14 @@ mod tests {
 
     #[test]
     fn yaml_error_points_at_file_line() {
-        // libyaml reports a duplicate key at the start of its mapping.
-        let err = strip_err("---\ntitle: ok\ntitle: twice\n---\nbody\n");
-        assert!(err.contains("duplicate entry with key \"title\""), "{err}");
-        assert!(err.contains("line 2, column 1"), "{err}");
-
         let err = strip_err("---\ntitle: ok\nlist:\n  - a\n - b\n---\nbody\n");
         assert!(err.contains("line 5"), "{err}");
+    }
+
+    #[test]
+    fn repeated_yaml_key_keeps_last_value() {
+        let doc = strip("---\ntitle: T\naction:\n  related:\n  related:\n    - a\n---\nbody\n");
+        assert_eq!(doc.front_matter.unwrap()["action"]["related"], serde_json::json!(["a"]));
     }
 
     #[test]

@@ -25,7 +25,7 @@ bash tests/servers/start.sh
 # shellcheck source=/dev/null
 source "$R2SYNC_TEST_STATE_DIR/env"
 
-# Asks the integration tests to fail, not skip, when they cannot reach a test server.
+# Makes the integration tests fail, not skip, when R2SYNC_TEST_SERVERS is empty.
 export R2SYNC_TEST_REQUIRE_SERVERS=1
 
 # The test servers are on 127.0.0.1, so requests to them must bypass any proxy.

@@ -137,6 +137,7 @@ pub async fn read_actual(remote: &Remote, concurrency: usize) -> Result<ActualSt
 
     // The rest are resolved from their own metadata.
     let head_requests = unresolved.len();
+    let entries = &entries;
     if head_requests > 0 {
         tracing::info!(
             keys = head_requests,
@@ -144,22 +145,41 @@ pub async fn read_actual(remote: &Remote, concurrency: usize) -> Result<ActualSt
             "reading metadata of {head_requests} objects the state manifest does not cover"
         );
     }
-    let resolved: Vec<Result<(Listed, Option<super::ObjectHead>), RemoteError>> =
+    let resolved: Vec<Result<(Listed, Option<super::ObjectHead>, Option<String>), RemoteError>> =
         futures::stream::iter(unresolved.into_iter().map(|entry| async move {
-            let head = remote.head(&entry.key).await?;
-            Ok((entry, head))
+            let in_manifest = entries.is_some_and(|entries| entries.contains_key(&entry.key));
+            let Some(head) = remote.head(&entry.key).await? else {
+                return Ok((entry, None, None));
+            };
+            // The object changed since r2sync recorded it but still carries
+            // r2sync metadata: an edit that kept the metadata (a local file
+            // edited in place, or a copy with metadata). The body decides.
+            let body_hash = match (in_manifest, head.metadata.contains_key(META_BODY)) {
+                (true, true) => match remote.get(&entry.key).await? {
+                    Some((body, _)) => Some(blake3::hash(&body).to_hex().to_string()),
+                    None => return Ok((entry, None, None)),
+                },
+                _ => None,
+            };
+            Ok((entry, Some(head), body_hash))
         }))
         .buffer_unordered(concurrency.max(1))
         .collect()
         .await;
 
     for result in resolved {
-        let (entry, head) = result?;
+        let (entry, head, body_hash) = result?;
         // A key that vanished between listing and HEAD is simply absent.
         let Some(head) = head else { continue };
         let in_manifest = entries.is_some_and(|entries| entries.contains_key(&entry.key));
-        let fingerprint = fingerprint_from_metadata(&head.metadata);
-        // TODO: an object replaced behind r2sync's back with a different body but copied r2sync metadata passes as unchanged; comparing an MD5 ETag with the desired body would catch it.
+        let mut fingerprint = fingerprint_from_metadata(&head.metadata);
+        if let (Some(claimed), Some(actual)) = (fingerprint.as_mut(), body_hash) {
+            if claimed.body != actual {
+                tracing::info!(key = %entry.key, "body differs from its r2sync metadata");
+                claimed.body = actual;
+                claimed.hash = String::new();
+            }
+        }
         let ownership = if fingerprint.is_some() || in_manifest {
             Ownership::Managed
         } else {

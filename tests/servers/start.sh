@@ -22,12 +22,12 @@ timeout=${R2SYNC_TEST_START_TIMEOUT:-60}
 
 bucket=r2sync-test
 
-# moto accepts any credentials. It signs and checks requests for us-east-1.
+# moto accepts any access key and secret. us-east-1 is its default region.
 moto_access_key_id=testing
 moto_secret_access_key=testing-secret
 moto_region=us-east-1
 
-# Garage signs with the s3_region from its config file.
+# Clients must sign requests to Garage with the s3_region from its config file.
 garage_region=garage
 
 # Keep every HTTP client that this script starts away from any proxy, because
@@ -66,27 +66,37 @@ EOF
 }
 
 # Run COMMAND every 0.2 s until it succeeds. Fail with the end of LOG_FILE if the
-# process PID exits first, or after $timeout seconds.
+# process PID exits first or LOG_FILE contains FATAL_PATTERN (an extended regular
+# expression, or empty for none), or with a message after $timeout seconds.
+# Arguments: NAME PID LOG_FILE FATAL_PATTERN COMMAND...
 wait_until() {
-    local name=$1 pid=$2 log_file=$3
-    shift 3
+    local name=$1 pid=$2 log_file=$3 fatal_pattern=$4
+    shift 4
     local deadline=$((SECONDS + timeout))
+    local failure
 
     until "$@" >/dev/null 2>&1; do
+        failure=
         if ! kill -0 "$pid" 2>/dev/null; then
-            printf '[start.sh] error: %s (pid %s) exited during startup. Last lines of %s:\n' \
-                "$name" "$pid" "$log_file" >&2
+            failure="exited during startup"
+        elif [[ -n $fatal_pattern ]] && grep -Eq -- "$fatal_pattern" "$log_file"; then
+            failure="failed during startup"
+        fi
+        if [[ -n $failure ]]; then
+            printf '[start.sh] error: %s (pid %s) %s. Last lines of %s:\n' \
+                "$name" "$pid" "$failure" "$log_file" >&2
             tail -n 20 "$log_file" >&2
             exit 1
         fi
+
         if ((SECONDS >= deadline)); then
-            die "$name (pid $pid) did not answer within ${timeout}s; see $log_file"
+            die "$name (pid $pid) timed out: no response within ${timeout}s. See $log_file"
         fi
         sleep 0.2
     done
 }
 
-# Succeed when an HTTP server answers on URL, with any status code.
+# Succeed when an HTTP server responds on URL, with any status code.
 http_answers() {
     curl --silent --output /dev/null --max-time 2 "$1"
 }
@@ -145,7 +155,11 @@ check_env_value() {
     fi
 }
 
-# ---- Tools ----
+# ---- Settings and tools ----
+
+if ! [[ $timeout =~ ^[0-9]+$ ]] || ((timeout == 0)); then
+    die "invalid R2SYNC_TEST_START_TIMEOUT '$timeout': expected a positive number of seconds"
+fi
 
 garage_bin=$(command -v garage || true)
 cargo_bin_dir=${CARGO_HOME:-$HOME/.cargo}/bin
@@ -193,6 +207,11 @@ read -r free_moto_port free_garage_port free_garage_rpc_port <<<"$free_ports"
 moto_port=${R2SYNC_TEST_MOTO_PORT:-$free_moto_port}
 garage_port=${R2SYNC_TEST_GARAGE_PORT:-$free_garage_port}
 garage_rpc_port=${R2SYNC_TEST_GARAGE_RPC_PORT:-$free_garage_rpc_port}
+for port_value in "$moto_port" "$garage_port" "$garage_rpc_port"; do
+    if ! [[ $port_value =~ ^[0-9]+$ ]] || ((port_value < 1 || port_value > 65535)); then
+        die "invalid port '$port_value' in R2SYNC_TEST_MOTO_PORT, R2SYNC_TEST_GARAGE_PORT or R2SYNC_TEST_GARAGE_RPC_PORT: expected 1-65535"
+    fi
+done
 log "ports on 127.0.0.1: moto $moto_port, garage S3 $garage_port, garage RPC $garage_rpc_port"
 
 # ---- Launch both servers, then wait for each ----
@@ -218,11 +237,11 @@ EOF
 )
 
 garage_cli() {
-    "$garage_bin" -c "$garage_config" "$@"
+    RUST_LOG=warn "$garage_bin" -c "$garage_config" "$@"
 }
 
 garage_launched_at=$EPOCHREALTIME
-RUST_LOG=garage=info "$garage_bin" -c "$garage_config" server \
+NO_COLOR=1 RUST_LOG=netapp=info,garage=info "$garage_bin" -c "$garage_config" server \
     </dev/null >"$state_dir/garage.log" 2>&1 &
 garage_pid=$!
 echo "$garage_pid" >"$state_dir/garage.pid"
@@ -237,14 +256,19 @@ log "launched moto (pid $moto_pid), log: $state_dir/moto.log"
 
 # moto keeps everything in memory, so every start has a new empty server.
 moto_endpoint=http://127.0.0.1:$moto_port
-wait_until moto "$moto_pid" "$state_dir/moto.log" http_answers "$moto_endpoint/"
+wait_until moto "$moto_pid" "$state_dir/moto.log" "" http_answers "$moto_endpoint/"
 check_bucket --create "$moto_endpoint" "$moto_region" \
     "$moto_access_key_id" "$moto_secret_access_key" "$bucket"
 log "moto ready at $moto_endpoint with bucket $bucket after $(elapsed_since "$moto_launched_at")s"
 
-# A new Garage node stores nothing until it has a role in the cluster layout.
+# When its S3 API server fails to start, for example on a port that is in use,
+# Garage 2.5 logs "S3 API server exited with error", stops answering RPC and yet
+# keeps running.
 garage_endpoint=http://127.0.0.1:$garage_port
-wait_until garage "$garage_pid" "$state_dir/garage.log" garage_cli status
+wait_until garage "$garage_pid" "$state_dir/garage.log" 'server exited with error' \
+    garage_cli status
+
+# A new Garage node stores nothing until it has a role in the cluster layout.
 garage_node_id=$(garage_cli node id --quiet)
 garage_node_id=${garage_node_id%%@*}
 garage_cli layout assign --zone dc1 --capacity 1G "$garage_node_id" >/dev/null
@@ -265,7 +289,7 @@ log "garage ready at $garage_endpoint with bucket $bucket after $(elapsed_since 
 # ---- Env file ----
 
 # CONDITIONAL_WRITES is 1 where the server enforces If-None-Match and If-Match
-# on PutObject (moto 5 answers 412) and 0 where it ignores them (Garage 2.5
+# on PutObject (moto 5.2 returns 412) and 0 where it ignores them (Garage 2.5
 # writes the object anyway).
 env_lines=(
     "R2SYNC_TEST_SERVERS=moto garage"

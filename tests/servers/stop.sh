@@ -20,7 +20,7 @@ is_server_process() {
     local state
 
     [[ $pid =~ ^[0-9]+$ && -r /proc/$pid/cmdline ]] || return 1
-    # A zombie has already exited; it only waits for its parent to reap it.
+    # A zombie has already exited and only waits for its parent to reap it.
     state=$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null) || return 1
     [[ $state != Z ]] || return 1
     tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$pattern"
@@ -42,7 +42,7 @@ stop_server() {
             sleep 0.1
         done
         if is_server_process "$pid" "$pattern"; then
-            echo "[stop.sh] $name (pid $pid) still running ${grace_seconds}s after SIGTERM; sending SIGKILL" >&2
+            echo "[stop.sh] $name (pid $pid) still running ${grace_seconds}s after SIGTERM, sending SIGKILL" >&2
             kill -KILL "$pid" 2>/dev/null || true
             for _ in {1..50}; do
                 is_server_process "$pid" "$pattern" || break

@@ -1,0 +1,392 @@
+//! Shared helpers for the integration tests: the S3 servers started by
+//! `tests/run.sh`, a store client that is independent of r2sync's own code,
+//! Git repositories built with the git command line, and running the binary.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use assert_cmd::cargo::CommandCargoExt;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as StorePath;
+use object_store::{ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
+
+/// One S3-compatible server described by `R2SYNC_TEST_<NAME>_*` variables.
+#[derive(Clone, Debug)]
+pub struct Server {
+    pub name: String,
+    pub endpoint: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub region: String,
+    /// Whether the server enforces If-Match and If-None-Match on PUT.
+    pub conditional_writes: bool,
+}
+
+/// The servers listed in `R2SYNC_TEST_SERVERS`. When none are configured the
+/// caller skips, unless `R2SYNC_TEST_REQUIRE_SERVERS=1` (set by tests/run.sh)
+/// makes that a failure.
+pub fn servers() -> Vec<Server> {
+    let names = std::env::var("R2SYNC_TEST_SERVERS").unwrap_or_default();
+    let servers: Vec<Server> = names
+        .split_whitespace()
+        .map(|name| {
+            let upper = name.to_ascii_uppercase();
+            let var = |field: &str| {
+                let key = format!("R2SYNC_TEST_{upper}_{field}");
+                std::env::var(&key).unwrap_or_else(|_| panic!("{key} is not set; start the servers with tests/run.sh"))
+            };
+            Server {
+                name: name.to_string(),
+                endpoint: var("ENDPOINT"),
+                bucket: var("BUCKET"),
+                access_key_id: var("ACCESS_KEY_ID"),
+                secret_access_key: var("SECRET_ACCESS_KEY"),
+                region: var("REGION"),
+                conditional_writes: var("CONDITIONAL_WRITES") == "1",
+            }
+        })
+        .collect();
+    if servers.is_empty() {
+        assert!(
+            std::env::var("R2SYNC_TEST_REQUIRE_SERVERS").as_deref() != Ok("1"),
+            "R2SYNC_TEST_REQUIRE_SERVERS=1 but R2SYNC_TEST_SERVERS is empty"
+        );
+        eprintln!("skipping: no S3 test servers configured; run the suite with `bash tests/run.sh`");
+    }
+    servers
+}
+
+/// A unique key prefix for one test on one server.
+pub fn unique_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("t/{test}-{}-{nanos:x}", std::process::id())
+}
+
+/// A store client for checking the bucket independently of r2sync.
+pub struct Bucket {
+    pub server: Server,
+    pub store: Arc<dyn ObjectStore>,
+}
+
+/// An object as the independent client sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedObject {
+    pub etag: Option<String>,
+    pub size: u64,
+    pub last_modified: chrono::DateTime<chrono::Utc>,
+}
+
+impl Bucket {
+    pub fn new(server: &Server) -> Self {
+        let store = AmazonS3Builder::new()
+            .with_endpoint(&server.endpoint)
+            .with_bucket_name(&server.bucket)
+            .with_region(&server.region)
+            .with_access_key_id(&server.access_key_id)
+            .with_secret_access_key(&server.secret_access_key)
+            .with_virtual_hosted_style_request(false)
+            .with_client_options(ClientOptions::new().with_allow_http(true))
+            .build()
+            .expect("test store client");
+        Bucket {
+            server: server.clone(),
+            store: Arc::new(store),
+        }
+    }
+
+    /// Every key under `prefix`, r2sync's internal folder included.
+    pub async fn list(&self, prefix: &str) -> BTreeMap<String, ListedObject> {
+        let prefix = StorePath::parse(prefix).unwrap();
+        self.store
+            .list(Some(&prefix))
+            .map_ok(|meta| {
+                (
+                    meta.location.to_string(),
+                    ListedObject {
+                        etag: meta.e_tag,
+                        size: meta.size,
+                        last_modified: meta.last_modified,
+                    },
+                )
+            })
+            .try_collect()
+            .await
+            .expect("listing the test bucket")
+    }
+
+    /// Keys under `prefix` outside r2sync's internal folder.
+    pub async fn document_keys(&self, prefix: &str) -> Vec<String> {
+        let internal = format!("{prefix}/.r2sync/");
+        self.list(prefix)
+            .await
+            .into_keys()
+            .filter(|key| !key.starts_with(&internal))
+            .collect()
+    }
+
+    /// User metadata of one object, as sent by the server.
+    pub async fn metadata(&self, key: &str) -> BTreeMap<String, String> {
+        let options = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        let result = self
+            .store
+            .get_opts(&StorePath::parse(key).unwrap(), options)
+            .await
+            .unwrap_or_else(|err| panic!("HEAD {key}: {err}"));
+        result
+            .attributes
+            .iter()
+            .filter_map(|(attribute, value)| match attribute {
+                object_store::Attribute::Metadata(name) => Some((name.to_string(), value.to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub async fn content_type(&self, key: &str) -> Option<String> {
+        let options = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        let result = self
+            .store
+            .get_opts(&StorePath::parse(key).unwrap(), options)
+            .await
+            .unwrap_or_else(|err| panic!("HEAD {key}: {err}"));
+        result
+            .attributes
+            .get(&object_store::Attribute::ContentType)
+            .map(|value| value.to_string())
+    }
+
+    pub async fn get(&self, key: &str) -> Vec<u8> {
+        self.store
+            .get(&StorePath::parse(key).unwrap())
+            .await
+            .unwrap_or_else(|err| panic!("GET {key}: {err}"))
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec()
+    }
+
+    /// Writes an object with no r2sync metadata, as another tool would.
+    pub async fn put_plain(&self, key: &str, body: &[u8]) {
+        self.store
+            .put(&StorePath::parse(key).unwrap(), PutPayload::from(body.to_vec()))
+            .await
+            .unwrap_or_else(|err| panic!("PUT {key}: {err}"));
+    }
+
+    pub async fn delete(&self, key: &str) {
+        self.store
+            .delete(&StorePath::parse(key).unwrap())
+            .await
+            .unwrap_or_else(|err| panic!("DELETE {key}: {err}"));
+    }
+}
+
+/// The r2sync binary with the server's credentials in its environment and
+/// no other AWS or R2 settings inherited.
+pub fn r2sync(server: Option<&Server>, workdir: &Path) -> Command {
+    let mut command = Command::cargo_bin("r2sync").unwrap();
+    command.current_dir(workdir);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("AWS_") || name.starts_with("R2_") || name.starts_with("R2SYNC_") || name == "CLOUDFLARE_ACCOUNT_ID" || name == "RUST_LOG" {
+            command.env_remove(name);
+        }
+    }
+    if let Some(server) = server {
+        command
+            .env("R2_ACCESS_KEY_ID", &server.access_key_id)
+            .env("R2_SECRET_ACCESS_KEY", &server.secret_access_key)
+            .env("AWS_REGION", &server.region)
+            .env("R2SYNC_ENDPOINT", &server.endpoint);
+    }
+    command.env("NO_COLOR", "1");
+    command
+}
+
+/// `s3://BUCKET/PREFIX` for a server.
+pub fn target(server: &Server, prefix: &str) -> String {
+    format!("s3://{}/{prefix}", server.bucket)
+}
+
+/// Output of a finished command.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(command: &mut Command) -> Run {
+    let output = command.output().expect("running r2sync");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs and requires `expected` as the exit code, showing the output if not.
+pub fn run_expect(command: &mut Command, expected: i32) -> Run {
+    let result = run(command);
+    assert_eq!(
+        result.code, expected,
+        "exit code {} (expected {expected})\n--- stdout\n{}\n--- stderr\n{}",
+        result.code, result.stdout, result.stderr
+    );
+    result
+}
+
+/// A Git repository in a temporary directory, driven by the git command line.
+pub struct GitRepo {
+    pub dir: tempfile::TempDir,
+}
+
+impl GitRepo {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = GitRepo { dir };
+        repo.git(&["init", "-q", "-b", "main"]);
+        repo.git(&["config", "user.name", "Test Author"]);
+        repo.git(&["config", "user.email", "author@example.invalid"]);
+        repo.git(&["config", "commit.gpgsign", "false"]);
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn git(&self, args: &[&str]) -> String {
+        let output = Command::new("git")
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("running git");
+        assert!(
+            output.status.success(),
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    pub fn write(&self, path: &str, content: impl AsRef<[u8]>) {
+        let full = self.dir.path().join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, content).unwrap();
+    }
+
+    pub fn remove(&self, path: &str) {
+        self.git(&["rm", "-q", path]);
+    }
+
+    /// Commits everything and returns the commit id.
+    pub fn commit(&self, message: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", message]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+}
+
+/// Path of a corpus bundle beside the repository, or `None` (with a message)
+/// when `../shared/corpora` is absent. Under CI (`CI` set) a missing corpus
+/// is a failure, so that the end-to-end tests cannot pass by skipping.
+pub fn corpus(name: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("shared")
+        .join("corpora")
+        .join(name);
+    if path.is_file() {
+        Some(path)
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "corpus {} not found; CI must run with ../shared beside the repository",
+            path.display()
+        );
+        eprintln!("skipping: corpus {} not found", path.display());
+        None
+    }
+}
+
+/// One test's setup on one server: a repository, a prefix, a working
+/// directory, and a client for checking the bucket.
+pub struct Fixture {
+    pub server: Server,
+    pub bucket: Bucket,
+    pub prefix: String,
+    pub repo: GitRepo,
+    pub workdir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new(server: &Server, test: &str) -> Self {
+        Fixture {
+            server: server.clone(),
+            bucket: Bucket::new(server),
+            prefix: unique_prefix(test),
+            repo: GitRepo::new(),
+            workdir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// `r2sync SUBCOMMAND --repo REPO --target TARGET ARGS...`
+    pub fn cmd(&self, subcommand: &str, args: &[&str]) -> Command {
+        let mut command = r2sync(Some(&self.server), self.workdir.path());
+        command
+            .arg(subcommand)
+            .arg("--repo")
+            .arg(self.repo.path())
+            .arg("--target")
+            .arg(target(&self.server, &self.prefix))
+            .args(args);
+        command
+    }
+
+    pub fn key(&self, path: &str) -> String {
+        format!("{}/{path}", self.prefix)
+    }
+
+    pub fn manifest_key(&self) -> String {
+        format!("{}/.r2sync/state.json", self.prefix)
+    }
+
+    /// Runs `apply --yes --json` and returns the parsed result.
+    pub fn apply_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--yes", "--json"];
+        all.extend_from_slice(args);
+        let result = run_expect(&mut self.cmd("apply", &all), 0);
+        serde_json::from_str(&result.stdout).unwrap_or_else(|err| panic!("apply --json output: {err}\n{}", result.stdout))
+    }
+}
+
+/// Total write requests reported by `apply --json`.
+pub fn writes(result: &serde_json::Value) -> u64 {
+    let writes = &result["writes"];
+    ["put", "copy", "delete", "manifest"]
+        .iter()
+        .map(|name| writes[name].as_u64().unwrap_or_else(|| panic!("writes.{name} missing in {result}")))
+        .sum()
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
