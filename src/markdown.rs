@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// What to do with front matter when building the uploaded body.
+/// The treatment of front matter in the uploaded body.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum FrontMatterMode {
@@ -309,8 +309,8 @@ fn yaml_key(key: serde_yaml_ng::Value) -> String {
     }
 }
 
-/// Parser messages count lines from the start of the front matter text; the
-/// opening delimiter line sits above it, so YAML and TOML lines shift by one.
+/// Shifts line numbers in a parser message by one, because the parser
+/// counts from the first line after the opening delimiter.
 fn shift_line_numbers(message: &str, format: FrontMatterFormat) -> String {
     if format == FrontMatterFormat::Json {
         return message.to_string();

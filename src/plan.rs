@@ -14,7 +14,7 @@ use crate::remote::state::{ActualState, ManifestStatus, Ownership, StateEntry};
 pub const PLAN_FORMAT: &str = "r2sync-plan";
 pub const PLAN_VERSION: u32 = 1;
 
-/// What happens to one key.
+/// The action planned for one key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
@@ -24,7 +24,7 @@ pub enum Action {
     Delete,
 }
 
-/// Why an existing object is updated.
+/// The reason an existing object is updated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Reason {
@@ -69,7 +69,7 @@ pub struct Change {
     pub hash: Option<String>,
     /// ETag of the object when planned; `None` means the key was absent.
     pub remote_etag: Option<String>,
-    /// Where the archived copy goes (archives).
+    /// Key of the archived copy (archives only).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub archive_key: Option<String>,
 }
@@ -85,7 +85,7 @@ pub struct Summary {
     pub unmanaged: usize,
 }
 
-/// Where the plan's documents come from.
+/// The origin of the plan's documents.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlanSource {
     pub repo: String,
@@ -396,6 +396,9 @@ pub fn render(plan: &Plan, color: bool) -> String {
     for key in &plan.unmanaged {
         let _ = writeln!(out, "  ? {key} (not written by r2sync; left alone)");
     }
+    if plan.manifest_write && !plan.has_changes() {
+        let _ = writeln!(out, "The state manifest will be rewritten; no document changes.");
+    }
     for warning in &plan.warnings {
         let _ = writeln!(out, "warning: {warning}");
     }
@@ -403,7 +406,7 @@ pub fn render(plan: &Plan, color: bool) -> String {
     out
 }
 
-/// One line with the counts, ending in a period.
+/// Formats the counts as one line ending in a period.
 pub fn summary_line(summary: &Summary) -> String {
     if summary.create + summary.update + summary.archive + summary.delete == 0 {
         return format!(

@@ -48,8 +48,8 @@ pub enum SourceError {
     },
 }
 
-/// Which files of the tree are published, matched against the path below
-/// the root, case-insensitively.
+/// Include and exclude globs, matched case-insensitively against the path
+/// below the root.
 pub struct Selector {
     include: GlobSet,
     exclude: GlobSet,
@@ -396,7 +396,7 @@ pub fn read_blob(repo: &Repo, file: &SourceFile) -> Result<Vec<u8>, SourceError>
     Ok(blob.content().to_vec())
 }
 
-/// The default cache directory for fetched repositories.
+/// Returns the default cache directory for fetched repositories.
 pub fn default_cache_dir() -> PathBuf {
     dirs::cache_dir()
         .unwrap_or_else(std::env::temp_dir)

@@ -32,7 +32,7 @@ fn apply_converges_and_second_run_writes_nothing() {
         let first = fx.apply_json(&[]);
         assert_eq!(first["created"], 8, "{}: {first}", server.name);
 
-        // The listing holds exactly the Markdown files, keys unchanged.
+        // The listing contains exactly the Markdown files, keys unchanged.
         let mut expected: Vec<String> = ["README.md", "guide/intro.md", "guide/title.md"]
             .iter()
             .chain(AWKWARD_PATHS)
@@ -73,6 +73,13 @@ fn apply_converges_and_second_run_writes_nothing() {
         // check agrees, and plan reports no changes through its exit code.
         run_expect(&mut fx.cmd("check", &[]), 0);
         run_expect(&mut fx.cmd("plan", &["--detailed-exitcode"]), 0);
+
+        // A commit that touches no selected file writes nothing either.
+        fx.repo.write("image.png", [3u8, 4, 5]);
+        fx.repo.commit("image only");
+        let third = fx.apply_json(&[]);
+        assert_eq!(writes(&third), 0, "{}: {third}", server.name);
+        assert_eq!(runtime.block_on(fx.bucket.list(&fx.prefix)), after, "{}", server.name);
     }
 }
 
@@ -321,7 +328,7 @@ fn saved_plan_is_rejected_when_anything_moved() {
         assert_eq!(runtime.block_on(fx.bucket.get(&fx.key("a.md"))), b"edited in the bucket");
         assert_eq!(runtime.block_on(fx.bucket.get(&fx.key("b.md"))), before);
 
-        // A plan that still holds applies without a prompt.
+        // A plan that is still valid applies without a prompt.
         run_expect(&mut fx.cmd("plan", &["--out", plan_arg]), 0);
         let mut apply = fx.cmd("apply", &[plan_arg]);
         run_expect(apply.stdin(Stdio::null()), 0);

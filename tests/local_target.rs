@@ -126,3 +126,39 @@ fn progress_bar_never_in_json_or_pipes() {
     assert_eq!(plan["summary"]["create"], 80);
     assert!(!result.stderr.contains('\r'), "progress output on a pipe: {:?}", result.stderr);
 }
+
+#[test]
+fn failed_put_blocks_removals() {
+    let repo = GitRepo::new();
+    let out = tempfile::tempdir().unwrap();
+    let target = format!("file://{}", out.path().display());
+    let apply = |extra: &[&str]| {
+        let mut cmd = common::r2sync(None, repo.path());
+        cmd.args(["apply", "--yes", "--target", &target]).args(extra);
+        cmd
+    };
+    repo.write("keep.md", "# Keep\n");
+    repo.write("old.md", "# Old\n");
+    repo.commit("first");
+    run_expect(&mut apply(&[]), 0);
+
+    // A directory where a new document must go makes its upload fail.
+    repo.remove("old.md");
+    repo.write("blocked.md", "# Blocked\n");
+    repo.write("fine.md", "# Fine\n");
+    repo.commit("second");
+    std::fs::create_dir_all(out.path().join("blocked.md/inside")).unwrap();
+
+    let failed = run_expect(&mut apply(&[]), 1);
+    assert!(failed.stderr.contains("blocked.md"), "{}", failed.stderr);
+    assert!(failed.stderr.contains("apply failed for 1 of 3 changes"), "{}", failed.stderr);
+    assert!(out.path().join("fine.md").is_file(), "other uploads still happen");
+    assert!(out.path().join("old.md").is_file(), "removals wait for every upload");
+
+    // Once the obstacle is gone, a rerun converges.
+    std::fs::remove_dir_all(out.path().join("blocked.md")).unwrap();
+    run_expect(&mut apply(&[]), 0);
+    assert_eq!(std::fs::read_to_string(out.path().join("blocked.md")).unwrap(), "# Blocked\n");
+    assert!(!out.path().join("old.md").exists());
+    run_expect(common::r2sync(None, repo.path()).args(["check", "--target", &target]), 0);
+}

@@ -27,8 +27,8 @@ use crate::config::{Credentials, Target, TargetKind};
 /// manifest and archived documents. Keys below it are never planned.
 pub const INTERNAL_DIR: &str = ".r2sync";
 
-/// Folder at the top of a local target that holds the headers and metadata
-/// of each file, because a plain file system has nowhere else to keep them.
+/// Folder at the top of a local target that contains the headers and
+/// metadata of each file, because a plain file system has no place for them.
 const LOCAL_METADATA_DIR: &str = ".r2sync-meta";
 
 /// Errors of the remote stage, each naming the key or target involved.
@@ -192,7 +192,7 @@ impl Remote {
         })
     }
 
-    /// The key prefix r2sync manages, without a trailing slash.
+    /// Returns the key prefix r2sync manages, without a trailing slash.
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
@@ -251,7 +251,7 @@ impl Remote {
     /// Reads an object's headers and user metadata, or `None` when the
     /// key does not exist.
     pub async fn head(&self, key: &str) -> Result<Option<ObjectHead>, RemoteError> {
-        let span = tracing::debug_span!("head", key, attempt = 1);
+        let span = tracing::debug_span!("head", key);
         async {
             let started = Instant::now();
             let path = parse_key(key)?;
@@ -333,7 +333,7 @@ impl Remote {
     ) -> Result<Option<String>, RemoteError> {
         let path = parse_key(key)?;
         let bytes = body.len();
-        let span = tracing::info_span!("put", key, bytes, attempt = 1);
+        let span = tracing::info_span!("put", key, bytes);
         async {
             let started = Instant::now();
             let result = match &self.backend {
@@ -445,7 +445,7 @@ impl Remote {
 
     /// Copies an object with its headers and metadata to `to`.
     pub async fn copy(&self, from: &str, to: &str) -> Result<(), RemoteError> {
-        let span = tracing::info_span!("copy", key = from, to, attempt = 1);
+        let span = tracing::info_span!("copy", key = from, to);
         async {
             let started = Instant::now();
             let store = self.store();
@@ -483,7 +483,7 @@ impl Remote {
                     invalid.insert(key.clone(), err);
                 }
             }
-            // Local targets also drop the side file that holds the metadata.
+            // Local targets also drop the side file that contains the metadata.
             if let Backend::Local(_) = self.backend {
                 if let Ok(side) = local_metadata_path(key) {
                     paths.push(side);

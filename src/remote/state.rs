@@ -33,7 +33,7 @@ pub struct StateManifest {
     pub objects: BTreeMap<String, StateEntry>,
 }
 
-/// What r2sync knows of one object it wrote.
+/// The record of one object r2sync wrote.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateEntry {
     #[serde(flatten)]
@@ -51,7 +51,7 @@ pub enum ManifestStatus {
     Loaded,
 }
 
-/// Who wrote an object, as far as r2sync can tell.
+/// The writer of an object, as far as r2sync can tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Ownership {
