@@ -1,7 +1,7 @@
 //! Executing a plan: conditional puts with bounded concurrency, then
 //! archives and deletes, then the state manifest.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::Utc;
@@ -10,7 +10,9 @@ use serde::Serialize;
 
 use crate::manifest::DesiredState;
 use crate::plan::{self, Action, Change, Plan};
-use crate::remote::state::{self, ActualState, ManifestStatus, StateEntry, StateManifest, STATE_FORMAT, STATE_VERSION};
+use crate::remote::state::{
+    self, ActualState, ManifestStatus, StateEntry, StateManifest, STATE_FORMAT, STATE_VERSION,
+};
 use crate::remote::{Condition, Remote, RemoteError};
 
 /// Errors that make a plan impossible to execute at all.
@@ -69,6 +71,9 @@ impl ApplyReport {
     }
 }
 
+/// The result of one put: the new ETag, if the server sent one.
+type PutOutcome = Result<Option<String>, RemoteError>;
+
 /// Execution settings.
 #[derive(Clone, Debug)]
 pub struct ApplyOptions {
@@ -92,10 +97,13 @@ pub async fn execute(
         .filter(|change| matches!(change.action, Action::Create | Action::Update))
         .collect();
     for change in &writes {
-        let object = desired
-            .objects
-            .get(&change.key)
-            .ok_or_else(|| ApplyError::MissingDocument { key: change.key.clone() })?;
+        let object =
+            desired
+                .objects
+                .get(&change.key)
+                .ok_or_else(|| ApplyError::MissingDocument {
+                    key: change.key.clone(),
+                })?;
         if change.hash.as_deref() != Some(object.fingerprint.hash.as_str()) {
             return Err(ApplyError::HashMismatch {
                 key: change.key.clone(),
@@ -111,7 +119,7 @@ pub async fn execute(
     // Puts run first and concurrently. A precondition failure means someone
     // else changed a key, so no further put starts.
     let stop = AtomicBool::new(false);
-    let outcomes: Vec<(&Change, Option<Result<Option<String>, RemoteError>>)> = futures::stream::iter(writes)
+    let outcomes: Vec<(&Change, Option<PutOutcome>)> = futures::stream::iter(writes)
         .map(|change| {
             let stop = &stop;
             async move {
@@ -133,7 +141,10 @@ pub async fn execute(
                         condition,
                     )
                     .await;
-                if matches!(result, Err(RemoteError::Precondition { .. } | RemoteError::AlreadyExists { .. })) {
+                if matches!(
+                    result,
+                    Err(RemoteError::Precondition { .. } | RemoteError::AlreadyExists { .. })
+                ) {
                     stop.store(true, Ordering::Relaxed);
                 }
                 on_step();
@@ -172,10 +183,13 @@ pub async fn execute(
                 }
             }
             Err(err) => {
-                if matches!(err, RemoteError::Precondition { .. } | RemoteError::AlreadyExists { .. }) {
+                if matches!(
+                    err,
+                    RemoteError::Precondition { .. } | RemoteError::AlreadyExists { .. }
+                ) {
                     report.stopped.get_or_insert_with(|| err.to_string());
                 }
-                tracing::error!(key = %change.key, error = %err, "put failed");
+                tracing::debug!(key = %change.key, error = %err, "put failed");
                 report.failures.push(Failure {
                     key: change.key.clone(),
                     action: change.action,
@@ -192,7 +206,7 @@ pub async fn execute(
         .iter()
         .filter(|change| matches!(change.action, Action::Archive | Action::Delete))
         .collect();
-    let mut removed = Vec::new();
+    let mut removed = BTreeSet::new();
     if report.failures.is_empty() && !removals.is_empty() {
         removed = remove(&removals, remote, options, &mut report, on_step).await;
     } else if !removals.is_empty() {
@@ -205,7 +219,10 @@ pub async fn execute(
     // The manifest is written last, from what is now known to be in place.
     let entries = next_manifest_entries(plan, desired, actual, written, &removed);
     let manifest_current = actual.manifest_status == ManifestStatus::Loaded
-        && actual.manifest.as_ref().is_some_and(|manifest| manifest.objects == entries);
+        && actual
+            .manifest
+            .as_ref()
+            .is_some_and(|manifest| manifest.objects == entries);
     if !manifest_current {
         let manifest = StateManifest {
             format: STATE_FORMAT.to_string(),
@@ -217,7 +234,7 @@ pub async fn execute(
         };
         report.writes.manifest += 1;
         if let Err(err) = state::write_manifest(remote, &manifest).await {
-            tracing::error!(error = %err, "writing the state manifest failed");
+            tracing::debug!(error = %err, "writing the state manifest failed");
             report.failures.push(Failure {
                 key: state::manifest_key(remote),
                 action: Action::Update,
@@ -236,9 +253,13 @@ async fn remove(
     options: &ApplyOptions,
     report: &mut ApplyReport,
     on_step: &(dyn Fn() + Sync),
-) -> Vec<String> {
+) -> BTreeSet<String> {
     // An archived object is deleted only after its copy is confirmed.
-    let archives: Vec<&Change> = removals.iter().copied().filter(|change| change.action == Action::Archive).collect();
+    let archives: Vec<&Change> = removals
+        .iter()
+        .copied()
+        .filter(|change| change.action == Action::Archive)
+        .collect();
     let copies: Vec<(&Change, Result<(), RemoteError>)> = futures::stream::iter(archives)
         .map(|change| async move {
             let to = change.archive_key.as_deref().unwrap_or_default();
@@ -267,13 +288,13 @@ async fn remove(
             .map(|change| (change.key.clone(), Action::Delete)),
     );
     if to_delete.is_empty() {
-        return Vec::new();
+        return BTreeSet::new();
     }
 
     let keys: Vec<String> = to_delete.iter().map(|(key, _)| key.clone()).collect();
     let actions: BTreeMap<String, Action> = to_delete.into_iter().collect();
     report.writes.delete += keys.len().div_ceil(1000);
-    let mut removed = Vec::new();
+    let mut removed = BTreeSet::new();
     for (key, result) in remote.delete_many(&keys).await {
         let action = actions.get(&key).copied().unwrap_or(Action::Delete);
         on_step();
@@ -283,7 +304,7 @@ async fn remove(
                     Action::Archive => report.archived += 1,
                     _ => report.deleted += 1,
                 }
-                removed.push(key);
+                removed.insert(key);
             }
             Err(err) => report.failures.push(Failure {
                 key,
@@ -304,7 +325,7 @@ fn next_manifest_entries(
     desired: &DesiredState,
     actual: &ActualState,
     written: BTreeMap<String, StateEntry>,
-    removed: &[String],
+    removed: &BTreeSet<String>,
 ) -> BTreeMap<String, StateEntry> {
     let mut entries = plan::expected_entries(desired, actual);
     entries.extend(written);

@@ -15,12 +15,21 @@ pub const R2_REGION: &str = "auto";
 /// Errors in settings, each naming the option or variable to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("invalid --target {target:?}: {message}; use r2://BUCKET/PREFIX, s3://BUCKET/PREFIX or file:///DIR")]
+    #[error("invalid --target {target:?}: {message}; use r2://BUCKET/PREFIX, s3://BUCKET/PREFIX, file:///ABSOLUTE/DIR or file://./RELATIVE/DIR")]
     Target { target: String, message: String },
+    #[error("invalid {option} {value:?}: {message}")]
+    Option {
+        option: &'static str,
+        value: String,
+        message: String,
+    },
     #[error("target {target} needs an endpoint: set R2_ACCOUNT_ID (or CLOUDFLARE_ACCOUNT_ID), or pass --endpoint")]
     MissingR2Endpoint { target: String },
-    #[error("target {target} needs credentials: set R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) in the environment or in .env")]
-    MissingCredentials { target: String },
+    #[error("target {target} needs credentials: set {variables} in the environment or in .env")]
+    MissingCredentials {
+        target: String,
+        variables: &'static str,
+    },
     #[error("invalid --endpoint {endpoint:?}: {message}")]
     Endpoint { endpoint: String, message: String },
 }
@@ -45,35 +54,44 @@ pub struct Target {
 }
 
 impl Target {
-    /// Parses `r2://BUCKET/PREFIX`, `s3://BUCKET/PREFIX`, `file:///DIR`
-    /// (also `file://./DIR` or a plain directory path).
+    /// Parses `r2://BUCKET/PREFIX`, `s3://BUCKET/PREFIX`,
+    /// `file:///ABSOLUTE/DIR` or `file://./RELATIVE/DIR`.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let invalid = |message: &str| ConfigError::Target {
             target: text.to_string(),
             message: message.to_string(),
         };
 
-        if let Some(rest) = text.strip_prefix("file://") {
-            if rest.is_empty() {
-                return Err(invalid("the directory is missing"));
+        let Some((scheme, rest)) = text.split_once("://") else {
+            return Err(invalid("the scheme is missing"));
+        };
+        let scheme = scheme.to_ascii_lowercase();
+        if scheme == "file" {
+            // A host part (file://name/dir) is almost always a typo for a
+            // path, so only absolute and ./ or ../ relative paths are taken.
+            if !(rest.starts_with('/')
+                || rest.starts_with("./")
+                || rest.starts_with("../")
+                || rest == ".")
+            {
+                return Err(invalid(
+                    "a file target needs an absolute path or one starting with ./",
+                ));
             }
-            return Ok(Self::local(rest));
+            return Ok(Target {
+                kind: TargetKind::Local {
+                    dir: crate::remote::absolute_dir(std::path::Path::new(rest)),
+                },
+                prefix: String::new(),
+            });
         }
 
-        let (scheme, rest) = match text.split_once("://") {
-            Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
-            None => return Ok(Self::local(text)),
-        };
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
             return Err(invalid("the bucket name is missing"));
         }
-        let prefix = prefix.trim_matches('/').to_string();
-        if prefix.split('/').any(|segment| segment == "." || segment == "..")
-            || prefix.contains("//")
-        {
-            return Err(invalid("the prefix has an empty, `.` or `..` segment"));
-        }
+        let prefix = normalize_key_prefix(prefix, "--target prefix")
+            .map_err(|err| invalid(&err.to_string()))?;
 
         let bucket = bucket.to_string();
         let kind = match scheme.as_str() {
@@ -83,15 +101,50 @@ impl Target {
         };
         Ok(Target { kind, prefix })
     }
+}
 
-    fn local(dir: &str) -> Self {
-        Target {
-            kind: TargetKind::Local {
-                dir: crate::remote::absolute_dir(std::path::Path::new(dir)),
-            },
-            prefix: String::new(),
+/// Trims slashes from a key prefix and rejects empty, `.` and `..`
+/// segments and control characters, which object keys cannot round-trip.
+pub fn normalize_key_prefix(prefix: &str, option: &'static str) -> Result<String, ConfigError> {
+    let trimmed = prefix.trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    let invalid = |message: &str| ConfigError::Option {
+        option,
+        value: prefix.to_string(),
+        message: message.to_string(),
+    };
+    if trimmed
+        .split('/')
+        .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+    {
+        return Err(invalid("it has an empty, `.` or `..` segment"));
+    }
+    if trimmed.chars().any(|character| character.is_control()) {
+        return Err(invalid("it contains a control character"));
+    }
+    Ok(trimmed.to_string())
+}
+
+/// Normalizes `--root`: `./docs/`, `docs/` and `docs` are the same
+/// directory, and `..` cannot leave the repository.
+pub fn normalize_root(root: &str) -> Result<String, ConfigError> {
+    let mut parts = Vec::new();
+    for segment in root.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                return Err(ConfigError::Option {
+                    option: "--root",
+                    value: root.to_string(),
+                    message: "`..` is not allowed; give a directory inside the repository".into(),
+                })
+            }
+            other => parts.push(other),
         }
     }
+    Ok(parts.join("/"))
 }
 
 impl fmt::Display for Target {
@@ -167,10 +220,11 @@ impl Credentials {
                     None => match first_env(&["R2_ENDPOINT"], lookup) {
                         Some(endpoint) => endpoint,
                         None => {
-                            let account = first_env(&["R2_ACCOUNT_ID", "CLOUDFLARE_ACCOUNT_ID"], lookup)
-                                .ok_or_else(|| ConfigError::MissingR2Endpoint {
-                                    target: target.to_string(),
-                                })?;
+                            let account =
+                                first_env(&["R2_ACCOUNT_ID", "CLOUDFLARE_ACCOUNT_ID"], lookup)
+                                    .ok_or_else(|| ConfigError::MissingR2Endpoint {
+                                        target: target.to_string(),
+                                    })?;
                             format!("https://{}.r2.cloudflarestorage.com", account.trim())
                         }
                     },
@@ -203,10 +257,19 @@ impl Credentials {
         // Without explicit keys object_store would fall back to instance
         // metadata services, so missing keys are an error here.
         let access_key_id = first_env(&["R2_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"], lookup);
-        let secret_access_key = first_env(&["R2_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"], lookup);
-        let (Some(access_key_id), Some(secret_access_key)) = (access_key_id, secret_access_key) else {
+        let secret_access_key =
+            first_env(&["R2_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"], lookup);
+        let (Some(access_key_id), Some(secret_access_key)) = (access_key_id, secret_access_key)
+        else {
+            let variables = match target.kind {
+                TargetKind::R2 { .. } => {
+                    "R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+                }
+                _ => "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY)",
+            };
             return Err(ConfigError::MissingCredentials {
                 target: target.to_string(),
+                variables,
             });
         };
         let session_token = first_env(&["AWS_SESSION_TOKEN"], lookup).map(Secret::new);
@@ -259,7 +322,8 @@ impl Settings {
     pub fn differences(&self, other: &Settings) -> Vec<String> {
         let mine = serde_json::to_value(self).expect("settings serialize");
         let theirs = serde_json::to_value(other).expect("settings serialize");
-        let (serde_json::Value::Object(mine), serde_json::Value::Object(theirs)) = (mine, theirs) else {
+        let (serde_json::Value::Object(mine), serde_json::Value::Object(theirs)) = (mine, theirs)
+        else {
             return Vec::new();
         };
         mine.iter()
@@ -306,10 +370,35 @@ mod tests {
 
     #[test]
     fn rejects_bad_targets() {
-        for text in ["gs://b/p", "s3:///p", "s3://b/a/../c", "file://"] {
+        for text in [
+            "gs://b/p",
+            "s3:///p",
+            "s3://b/a/../c",
+            "file://",
+            "file:/tmp/x",
+            "bucket1",
+            "file://host/dir",
+        ] {
             let err = Target::parse(text).unwrap_err().to_string();
             assert!(err.contains(text), "{err}");
         }
+    }
+
+    #[test]
+    fn root_is_normalized() {
+        assert_eq!(normalize_root("./content/").unwrap(), "content");
+        assert_eq!(normalize_root("a//b").unwrap(), "a/b");
+        assert_eq!(normalize_root("").unwrap(), "");
+        assert!(normalize_root("../x").is_err());
+    }
+
+    #[test]
+    fn archive_prefix_is_checked() {
+        assert_eq!(
+            normalize_key_prefix("/old/", "--archive-prefix").unwrap(),
+            "old"
+        );
+        assert!(normalize_key_prefix("../escape", "--archive-prefix").is_err());
     }
 
     #[test]
@@ -346,7 +435,8 @@ mod tests {
             ("AWS_ACCESS_KEY_ID", "aws-id"),
             ("AWS_SECRET_ACCESS_KEY", "aws-secret"),
         ]);
-        let credentials = Credentials::resolve(&target, Some("http://127.0.0.1:9"), &lookup).unwrap();
+        let credentials =
+            Credentials::resolve(&target, Some("http://127.0.0.1:9"), &lookup).unwrap();
         assert_eq!(credentials.access_key_id.as_deref(), Some("r2-id"));
         assert_eq!(credentials.secret_access_key.unwrap().expose(), "r2-secret");
     }
@@ -355,14 +445,18 @@ mod tests {
     fn missing_credentials_name_variables() {
         let target = Target::parse("r2://b").unwrap();
         let lookup = env(&[("R2_ACCOUNT_ID", "a")]);
-        let err = Credentials::resolve(&target, None, &lookup).unwrap_err().to_string();
+        let err = Credentials::resolve(&target, None, &lookup)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("R2_ACCESS_KEY_ID"), "{err}");
     }
 
     #[test]
     fn missing_account_names_variable() {
         let target = Target::parse("r2://b").unwrap();
-        let err = Credentials::resolve(&target, None, &env(&[])).unwrap_err().to_string();
+        let err = Credentials::resolve(&target, None, &env(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("R2_ACCOUNT_ID"), "{err}");
     }
 

@@ -1,8 +1,7 @@
 //! The `r2sync` binary: parse arguments, set up logging, run the command and
 //! map the outcome to an exit code.
 
-use clap::Parser;
-use r2sync::cli::{self, Cli, ExitCode};
+use r2sync::cli::{self, ExitCode};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
@@ -10,13 +9,17 @@ fn main() -> std::process::ExitCode {
     // directory; variables already set win over it.
     let dotenv = dotenvy::dotenv();
 
-    let cli = match Cli::try_parse() {
+    let cli = match cli::parse() {
         Ok(cli) => cli,
         Err(err) => {
             // Help and version are not errors; usage errors exit 1, because
             // 2 means "changes" for plan and check.
             let _ = err.print();
-            let code = if err.use_stderr() { ExitCode::Failure } else { ExitCode::Success };
+            let code = if err.use_stderr() {
+                ExitCode::Failure
+            } else {
+                ExitCode::Success
+            };
             return std::process::ExitCode::from(code as u8);
         }
     };
@@ -31,8 +34,10 @@ fn main() -> std::process::ExitCode {
     let code = match cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
+            // Every error message already contains its cause, so the
+            // chain of sources is not printed again.
             let err = anyhow::Error::new(err);
-            eprintln!("error: {err:#}");
+            eprintln!("error: {err}");
             ExitCode::Failure
         }
     };

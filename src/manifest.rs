@@ -18,6 +18,10 @@ pub const META_BODY: &str = "r2sync-body";
 pub const META_HEADERS: &str = "r2sync-headers";
 pub const META_PATH: &str = "r2sync-path";
 pub const META_TITLE: &str = "r2sync-title";
+/// The target prefix the object was written for, with a leading slash
+/// (`/` for the bucket root), so that a target never claims objects that
+/// another target below or above it wrote.
+pub const META_PREFIX: &str = "r2sync-prefix";
 
 /// Longest title kept in metadata, in bytes, so that the user metadata of
 /// one object stays well inside the 2 KiB that S3 allows.
@@ -80,10 +84,18 @@ impl DesiredObject {
 }
 
 /// Computes the fingerprint of an object from exactly what is uploaded.
-pub fn fingerprint(body: &[u8], content_type: &str, metadata: &BTreeMap<String, String>) -> Fingerprint {
+pub fn fingerprint(
+    body: &[u8],
+    content_type: &str,
+    metadata: &BTreeMap<String, String>,
+) -> Fingerprint {
     let body_hash = blake3::hash(body);
     let headers_hash = hash_fields([("content-type", content_type)]);
-    let metadata_hash = hash_fields(metadata.iter().map(|(name, value)| (name.as_str(), value.as_str())));
+    let metadata_hash = hash_fields(
+        metadata
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str())),
+    );
 
     let mut combined = blake3::Hasher::new();
     combined.update(b"r2sync fingerprint v1\n");
@@ -123,11 +135,16 @@ pub struct DesiredOptions {
 #[derive(Debug, Default)]
 pub struct DesiredState {
     pub objects: BTreeMap<String, DesiredObject>,
+    /// Problems in documents that did not stop the build.
+    pub warnings: Vec<String>,
 }
 
 impl DesiredState {
     pub fn total_bytes(&self) -> u64 {
-        self.objects.values().map(|object| object.body.len() as u64).sum()
+        self.objects
+            .values()
+            .map(|object| object.body.len() as u64)
+            .sum()
     }
 }
 
@@ -166,7 +183,8 @@ pub fn build(
     let mut state = DesiredState::default();
     for file in files {
         let raw = source::read_blob(repo, file)?;
-        let document = markdown::normalize(&file.repo_path, &raw, options.front_matter)?;
+        let mut document = markdown::normalize(&file.repo_path, &raw, options.front_matter)?;
+        state.warnings.append(&mut document.warnings);
 
         let key = object_key(&options.prefix, &file.path);
         if let Err(err) = object_store::path::Path::parse(&key) {
@@ -179,7 +197,11 @@ pub fn build(
 
         let mut metadata = BTreeMap::new();
         metadata.insert(META_PATH.to_string(), file.repo_path.clone());
-        metadata.insert(META_TITLE.to_string(), truncate_utf8(&document.title, MAX_TITLE_BYTES));
+        metadata.insert(
+            META_TITLE.to_string(),
+            truncate_utf8(&document.title, MAX_TITLE_BYTES),
+        );
+        metadata.insert(META_PREFIX.to_string(), prefix_metadata(&options.prefix));
 
         let object = DesiredObject::new(
             key.clone(),
@@ -192,6 +214,11 @@ pub fn build(
         on_file();
     }
     Ok(state)
+}
+
+/// The value of the prefix metadata for a target prefix.
+pub fn prefix_metadata(prefix: &str) -> String {
+    format!("/{prefix}")
 }
 
 fn truncate_utf8(text: &str, max_bytes: usize) -> String {

@@ -52,6 +52,8 @@ pub struct Document {
     pub front_matter: Option<serde_json::Value>,
     /// Title from front matter, else the first level-1 heading, else the file stem.
     pub title: String,
+    /// Problems that did not stop normalization, each naming the path.
+    pub warnings: Vec<String>,
 }
 
 /// Reasons a document cannot be normalized.
@@ -95,12 +97,15 @@ pub fn normalize(path: &str, raw: &[u8], mode: FrontMatterMode) -> Result<Docume
     let text = normalize_line_endings(text);
 
     // Front matter is recognized only at the very start of the document.
+    let mut warnings = Vec::new();
     let split = split_front_matter(&text);
     if split.is_none() && opens_front_matter(&text) {
-        tracing::warn!(path, "front matter is never closed, so it is uploaded as body text; add the closing delimiter line");
+        warnings.push(format!(
+            "{path}: front matter is never closed, so it is uploaded as body text; add the closing delimiter line"
+        ));
     }
     let front_matter = match &split {
-        Some(block) => Some(parse_front_matter(path, block)?),
+        Some(block) => Some(parse_front_matter(path, block, &mut warnings)?),
         None => None,
     };
     let body_start = split.as_ref().map_or(0, |block| block.body_start);
@@ -118,10 +123,14 @@ pub fn normalize(path: &str, raw: &[u8], mode: FrontMatterMode) -> Result<Docume
         FrontMatterMode::Keep => text.into_bytes(),
     };
 
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
     Ok(Document {
         body,
         front_matter,
         title,
+        warnings,
     })
 }
 
@@ -178,7 +187,11 @@ fn split_front_matter(text: &str) -> Option<FrontMatterBlock<'_>> {
 }
 
 fn opens_front_matter(text: &str) -> bool {
-    let first_line = text.lines().next().unwrap_or("").trim_end_matches([' ', '\t']);
+    let first_line = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches([' ', '\t']);
     first_line == "---" || first_line == "+++"
 }
 
@@ -190,7 +203,9 @@ fn split_json_front_matter(text: &str) -> Option<FrontMatterBlock<'_>> {
         Some(Ok(_)) => {
             let end = stream.byte_offset();
             // The rest of the line after the object belongs to the delimiter.
-            let line_end = text[end..].find('\n').map_or(text.len(), |offset| end + offset + 1);
+            let line_end = text[end..]
+                .find('\n')
+                .map_or(text.len(), |offset| end + offset + 1);
             Some(FrontMatterBlock {
                 format: FrontMatterFormat::Json,
                 matter: &text[..end],
@@ -204,7 +219,11 @@ fn split_json_front_matter(text: &str) -> Option<FrontMatterBlock<'_>> {
 
 /// Parses front matter text with gray_matter's engine for its syntax and
 /// requires a mapping at the top level.
-fn parse_front_matter(path: &str, block: &FrontMatterBlock<'_>) -> Result<serde_json::Value, MarkdownError> {
+fn parse_front_matter(
+    path: &str,
+    block: &FrontMatterBlock<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<serde_json::Value, MarkdownError> {
     if block.matter.trim().is_empty() {
         return Ok(serde_json::Value::Object(Default::default()));
     }
@@ -215,14 +234,15 @@ fn parse_front_matter(path: &str, block: &FrontMatterBlock<'_>) -> Result<serde_
         message,
     };
     let value = match block.format {
-        FrontMatterFormat::Yaml => parse_yaml(path, block.matter).map_err(invalid)?,
+        FrontMatterFormat::Yaml => parse_yaml(path, block.matter, warnings).map_err(invalid)?,
         FrontMatterFormat::Toml | FrontMatterFormat::Json => {
             let parsed = if block.format == FrontMatterFormat::Toml {
                 TOML::parse(block.matter)
             } else {
                 JSON::parse(block.matter)
             };
-            let pod = parsed.map_err(|err| invalid(shift_line_numbers(&err.to_string(), block.format)))?;
+            let pod =
+                parsed.map_err(|err| invalid(tidy_engine_error(&err.to_string(), block.format)))?;
             pod.deserialize::<serde_json::Value>()
                 .map_err(|err| invalid(err.to_string()))?
         }
@@ -246,9 +266,13 @@ fn parse_front_matter(path: &str, block: &FrontMatterBlock<'_>) -> Result<serde_
 /// like dates stay strings.
 ///
 /// A key repeated in one mapping keeps its last value, as in Hugo and
-/// PyYAML, and logs a warning naming the key, because published
-/// documentation contains such repeats.
-fn parse_yaml(path: &str, matter: &str) -> Result<serde_json::Value, String> {
+/// PyYAML, with a warning naming the key, because published documentation
+/// contains such repeats.
+fn parse_yaml(
+    path: &str,
+    matter: &str,
+    warnings: &mut Vec<String>,
+) -> Result<serde_json::Value, String> {
     let strict: Result<serde_yaml_ng::Value, _> = serde_yaml_ng::from_str(matter);
     let error = match strict {
         Ok(value) => return Ok(yaml_to_json(value)),
@@ -269,8 +293,11 @@ fn parse_yaml(path: &str, matter: &str) -> Result<serde_json::Value, String> {
     }
 
     // serde_json's map keeps the last value of a repeated key.
-    let lenient: serde_json::Value = serde_yaml_ng::from_str(matter).map_err(|_| message.clone())?;
-    tracing::warn!(path, "front matter repeats a key; the last value wins: {message}");
+    let lenient: serde_json::Value =
+        serde_yaml_ng::from_str(matter).map_err(|_| message.clone())?;
+    warnings.push(format!(
+        "{path}: front matter repeats a key, so the last value wins: {message}"
+    ));
     Ok(lenient)
 }
 
@@ -287,7 +314,9 @@ fn yaml_to_json(value: serde_yaml_ng::Value) -> serde_json::Value {
         Yaml::Bool(flag) => serde_json::Value::Bool(flag),
         Yaml::Number(number) => serde_json::to_value(&number).unwrap_or(serde_json::Value::Null),
         Yaml::String(text) => serde_json::Value::String(text),
-        Yaml::Sequence(items) => serde_json::Value::Array(items.into_iter().map(yaml_to_json).collect()),
+        Yaml::Sequence(items) => {
+            serde_json::Value::Array(items.into_iter().map(yaml_to_json).collect())
+        }
         Yaml::Mapping(entries) => serde_json::Value::Object(
             entries
                 .into_iter()
@@ -305,32 +334,45 @@ fn yaml_key(key: serde_yaml_ng::Value) -> String {
         serde_yaml_ng::Value::Bool(flag) => flag.to_string(),
         serde_yaml_ng::Value::Number(number) => number.to_string(),
         serde_yaml_ng::Value::Null => "null".to_string(),
-        other => serde_yaml_ng::to_string(&other).unwrap_or_default().trim().to_string(),
+        other => serde_yaml_ng::to_string(&other)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
     }
 }
 
-/// Shifts line numbers in a parser message by one, because the parser
-/// counts from the first line after the opening delimiter.
-fn shift_line_numbers(message: &str, format: FrontMatterFormat) -> String {
-    if format == FrontMatterFormat::Json {
+/// Turns a gray_matter engine error into one line. TOML errors span several
+/// lines (position, snippet, description) and count lines from the first
+/// line after the opening delimiter, so the line number shifts by one.
+fn tidy_engine_error(message: &str, format: FrontMatterFormat) -> String {
+    let message = message
+        .strip_prefix("Deserialize error: ")
+        .unwrap_or(message)
+        .trim();
+    if format != FrontMatterFormat::Toml {
         return message.to_string();
     }
-    let Some(position) = message.find("line ") else {
-        return message.to_string();
-    };
-    let digits_start = position + "line ".len();
-    let digits_len = message[digits_start..]
-        .bytes()
-        .take_while(u8::is_ascii_digit)
-        .count();
-    match message[digits_start..digits_start + digits_len].parse::<usize>() {
-        Ok(line) => format!(
-            "{}{}{}",
-            &message[..digits_start],
-            line + 1,
-            &message[digits_start + digits_len..]
-        ),
-        Err(_) => message.to_string(),
+
+    let description = message
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.contains('|'))
+        .unwrap_or(message);
+    let position = message
+        .lines()
+        .next()
+        .and_then(|first| first.split_once("at line "))
+        .and_then(|(_, rest)| rest.split_once(", column "))
+        .and_then(|(line, column)| {
+            Some((
+                line.trim().parse::<usize>().ok()?,
+                column.trim().parse::<usize>().ok()?,
+            ))
+        });
+    match position {
+        Some((line, column)) => format!("{description} (line {}, column {column})", line + 1),
+        None => description.to_string(),
     }
 }
 
@@ -449,7 +491,10 @@ mod tests {
 
     #[test]
     fn title_falls_back_to_h1_then_stem() {
-        assert_eq!(strip("intro\n\n# The *first* `one`\n# second\n").title, "The first one");
+        assert_eq!(
+            strip("intro\n\n# The *first* `one`\n# second\n").title,
+            "The first one"
+        );
         assert_eq!(strip("no heading here\n").title, "page");
     }
 
@@ -480,7 +525,10 @@ mod tests {
     #[test]
     fn flow_sequence_closing_at_column_one_parses() {
         let doc = strip("---\ntitle: T\naliases: [\n  '/a/',\n]\n---\nbody\n");
-        assert_eq!(doc.front_matter.unwrap()["aliases"], serde_json::json!(["/a/"]));
+        assert_eq!(
+            doc.front_matter.unwrap()["aliases"],
+            serde_json::json!(["/a/"])
+        );
     }
 
     #[test]
@@ -492,13 +540,36 @@ mod tests {
     #[test]
     fn repeated_yaml_key_keeps_last_value() {
         let doc = strip("---\ntitle: T\naction:\n  related:\n  related:\n    - a\n---\nbody\n");
-        assert_eq!(doc.front_matter.unwrap()["action"]["related"], serde_json::json!(["a"]));
+        assert_eq!(
+            doc.front_matter.unwrap()["action"]["related"],
+            serde_json::json!(["a"])
+        );
     }
 
     #[test]
-    fn invalid_toml_is_rejected() {
-        let err = strip_err("+++\ntitle = \n+++\nbody\n");
-        assert!(err.contains("TOML"), "{err}");
+    fn invalid_toml_is_one_line_with_position() {
+        let err = strip_err("+++\nweight = 1\ntitle = \n+++\nbody\n");
+        assert!(err.contains("invalid TOML front matter"), "{err}");
+        assert!(err.contains("(line 3, column"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        assert!(!err.contains("Deserialize error"), "{err}");
+    }
+
+    #[test]
+    fn repeated_key_and_unclosed_block_warn() {
+        let doc = strip("---\na: 1\na: 2\n---\nbody\n");
+        assert_eq!(doc.warnings.len(), 1);
+        assert!(
+            doc.warnings[0].contains("docs/page.md"),
+            "{:?}",
+            doc.warnings
+        );
+        let doc = strip("---\ntitle: open\n");
+        assert!(
+            doc.warnings[0].contains("never closed"),
+            "{:?}",
+            doc.warnings
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The planner: a pure comparison of the desired state with the actual
 //! state, and the plan document that `plan --out` saves and `apply` reads.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
@@ -154,13 +154,26 @@ pub fn archive_key(context: &ArchiveContext, key: &str) -> String {
 pub enum PlanError {
     #[error("the plan removes {count} objects, more than --max-deletes {max}; check --root and --include, or raise --max-deletes")]
     TooManyDeletes { count: usize, max: usize },
-    #[error("{} objects exist that r2sync did not write and the source would overwrite: {}; remove them or pass --adopt", keys.len(), preview(keys))]
+    #[error("{} that r2sync did not write would be overwritten: {}; remove {} or pass --adopt", count_noun(keys.len(), "object"), preview(keys), if keys.len() == 1 { "it" } else { "them" })]
     Unmanaged { keys: Vec<String> },
+}
+
+fn count_noun(count: usize, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
 }
 
 fn preview(keys: &[String]) -> String {
     const SHOWN: usize = 5;
-    let mut text = keys.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+    let mut text = keys
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
     if keys.len() > SHOWN {
         let _ = write!(text, " and {} more", keys.len() - SHOWN);
     }
@@ -178,8 +191,15 @@ pub struct Diff {
 }
 
 /// Compares desired and actual state. Pure: no I/O.
-pub fn diff(desired: &DesiredState, actual: &ActualState, options: &PlanOptions) -> Result<Diff, PlanError> {
-    let mut result = Diff::default();
+pub fn diff(
+    desired: &DesiredState,
+    actual: &ActualState,
+    options: &PlanOptions,
+) -> Result<Diff, PlanError> {
+    let mut result = Diff {
+        warnings: desired.warnings.clone(),
+        ..Default::default()
+    };
     let mut conflicts = Vec::new();
 
     // Creates and updates, in key order.
@@ -191,14 +211,19 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, options: &PlanOptions)
             source_path: Some(object.source_path.clone()),
             bytes: object.body.len() as u64,
             hash: Some(object.fingerprint.hash.clone()),
-            remote_etag: actual.objects.get(key).and_then(|existing| existing.etag.clone()),
+            remote_etag: actual
+                .objects
+                .get(key)
+                .and_then(|existing| existing.etag.clone()),
             archive_key: None,
         };
         match actual.objects.get(key) {
             None => result.changes.push(write(Action::Create, None)),
             Some(existing) if existing.ownership == Ownership::Unmanaged => {
                 if options.adopt {
-                    result.changes.push(write(Action::Update, Some(Reason::Adopt)));
+                    result
+                        .changes
+                        .push(write(Action::Update, Some(Reason::Adopt)));
                 } else {
                     conflicts.push(key.clone());
                 }
@@ -209,7 +234,9 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, options: &PlanOptions)
                     let reason = update_reason(current, &object.fingerprint);
                     result.changes.push(write(Action::Update, Some(reason)));
                 }
-                None => result.changes.push(write(Action::Update, Some(Reason::Replaced))),
+                None => result
+                    .changes
+                    .push(write(Action::Update, Some(Reason::Replaced))),
             },
         }
     }
@@ -221,11 +248,13 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, options: &PlanOptions)
     let stale: Vec<(&String, &crate::remote::state::ActualObject)> = actual
         .objects
         .iter()
-        .filter(|(key, object)| object.ownership == Ownership::Managed && !desired.objects.contains_key(*key))
+        .filter(|(key, object)| {
+            object.ownership == Ownership::Managed && !desired.objects.contains_key(*key)
+        })
         .collect();
-    if desired.objects.is_empty() && !stale.is_empty() {
+    if desired.objects.is_empty() {
         result.warnings.push(format!(
-            "the source selects no files, so the {} objects already in the bucket are kept; check --root and --include",
+            "the source selects no files, so nothing is removed ({} managed objects kept); check --root and --include",
             stale.len()
         ));
     } else {
@@ -259,7 +288,9 @@ pub fn diff(desired: &DesiredState, actual: &ActualState, options: &PlanOptions)
     result.unmanaged = actual
         .objects
         .iter()
-        .filter(|(key, object)| object.ownership == Ownership::Unmanaged && !desired.objects.contains_key(*key))
+        .filter(|(key, object)| {
+            object.ownership == Ownership::Unmanaged && !desired.objects.contains_key(*key)
+        })
         .map(|(key, _)| key.clone())
         .collect();
 
@@ -280,6 +311,14 @@ fn update_reason(current: &Fingerprint, desired: &Fingerprint) -> Reason {
 /// The manifest is current when it has exactly one entry per desired key,
 /// each matching what the listing and metadata show.
 fn manifest_is_current(desired: &DesiredState, actual: &ActualState) -> bool {
+    let nothing_to_record = desired.objects.is_empty()
+        && actual
+            .objects
+            .values()
+            .all(|object| object.ownership == Ownership::Unmanaged);
+    if actual.manifest_status == ManifestStatus::Missing && nothing_to_record {
+        return true;
+    }
     if actual.manifest_status != ManifestStatus::Loaded {
         return false;
     }
@@ -290,7 +329,10 @@ fn manifest_is_current(desired: &DesiredState, actual: &ActualState) -> bool {
 }
 
 /// Manifest entries describing the desired objects that are already in place.
-pub fn expected_entries(desired: &DesiredState, actual: &ActualState) -> BTreeMap<String, StateEntry> {
+pub fn expected_entries(
+    desired: &DesiredState,
+    actual: &ActualState,
+) -> BTreeMap<String, StateEntry> {
     desired
         .objects
         .iter()
@@ -329,11 +371,6 @@ pub fn summarize(diff: &Diff) -> Summary {
     summary
 }
 
-/// Keys touched by a plan, for checking that the remote did not move.
-pub fn touched_keys(plan: &Plan) -> BTreeSet<&str> {
-    plan.changes.iter().map(|change| change.key.as_str()).collect()
-}
-
 /// Formats a byte count for people.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
@@ -353,9 +390,10 @@ pub fn human_bytes(bytes: u64) -> String {
 /// Renders the plan like `terraform plan`: one line per change with a sign,
 /// then a summary line.
 pub fn render(plan: &Plan, color: bool) -> String {
-    let style = |text: String, make: fn(console::StyledObject<String>) -> console::StyledObject<String>| {
-        make(console::style(text)).force_styling(color).to_string()
-    };
+    let style =
+        |text: String, make: fn(console::StyledObject<String>) -> console::StyledObject<String>| {
+            make(console::style(text)).force_styling(color).to_string()
+        };
 
     let mut out = String::new();
     let _ = writeln!(
@@ -376,7 +414,10 @@ pub fn render(plan: &Plan, color: bool) -> String {
                 format!(
                     "  ~ {} ({}, {})",
                     change.key,
-                    change.reason.map(|reason| reason.to_string()).unwrap_or_default(),
+                    change
+                        .reason
+                        .map(|reason| reason.to_string())
+                        .unwrap_or_default(),
                     human_bytes(change.bytes)
                 ),
                 |s| s.yellow(),
@@ -397,7 +438,10 @@ pub fn render(plan: &Plan, color: bool) -> String {
         let _ = writeln!(out, "  ? {key} (not written by r2sync; left alone)");
     }
     if plan.manifest_write && !plan.has_changes() {
-        let _ = writeln!(out, "The state manifest will be rewritten; no document changes.");
+        let _ = writeln!(
+            out,
+            "The state manifest will be rewritten; no document changes."
+        );
     }
     for warning in &plan.warnings {
         let _ = writeln!(out, "warning: {warning}");
@@ -443,7 +487,11 @@ mod tests {
 
     fn desired(objects: &[DesiredObject]) -> DesiredState {
         DesiredState {
-            objects: objects.iter().map(|object| (object.key.clone(), object.clone())).collect(),
+            objects: objects
+                .iter()
+                .map(|object| (object.key.clone(), object.clone()))
+                .collect(),
+            warnings: Vec::new(),
         }
     }
 
@@ -458,7 +506,10 @@ mod tests {
 
     fn actual(objects: Vec<(&str, ActualObject)>) -> ActualState {
         ActualState {
-            objects: objects.into_iter().map(|(key, object)| (key.to_string(), object)).collect(),
+            objects: objects
+                .into_iter()
+                .map(|(key, object)| (key.to_string(), object))
+                .collect(),
             manifest_status: ManifestStatus::Missing,
             manifest: None,
             manifest_etag: None,
@@ -490,8 +541,16 @@ mod tests {
     #[test]
     fn empty_bucket_creates_everything() {
         let a = desired_object("docs/a.md", "A", "A");
-        let diff = diff(&desired(&[a]), &actual(vec![]), &options(DeleteMode::Delete)).unwrap();
-        assert_eq!(actions(&diff), vec![("docs/a.md".into(), Action::Create, None)]);
+        let diff = diff(
+            &desired(&[a]),
+            &actual(vec![]),
+            &options(DeleteMode::Delete),
+        )
+        .unwrap();
+        assert_eq!(
+            actions(&diff),
+            vec![("docs/a.md".into(), Action::Create, None)]
+        );
         assert!(diff.manifest_write);
     }
 
@@ -500,7 +559,8 @@ mod tests {
         let old_body = desired_object("docs/a.md", "old", "T");
         let old_title = desired_object("docs/b.md", "same", "Old");
         let mut old_type = desired_object("docs/c.md", "same", "T");
-        old_type.fingerprint = crate::manifest::fingerprint(b"same", "text/plain", &old_type.metadata);
+        old_type.fingerprint =
+            crate::manifest::fingerprint(b"same", "text/plain", &old_type.metadata);
 
         let new = [
             desired_object("docs/a.md", "new", "T"),
@@ -557,7 +617,10 @@ mod tests {
     fn removed_sources_are_archived() {
         let a = desired_object("docs/a.md", "A", "A");
         let gone = desired_object("docs/sub/gone.md", "G", "G");
-        let state = actual(vec![("docs/a.md", managed(&a, "e1")), ("docs/sub/gone.md", managed(&gone, "e2"))]);
+        let state = actual(vec![
+            ("docs/a.md", managed(&a, "e1")),
+            ("docs/sub/gone.md", managed(&gone, "e2")),
+        ]);
         let diff = diff(&desired(&[a]), &state, &options(DeleteMode::Archive)).unwrap();
         assert_eq!(diff.changes.len(), 1);
         assert_eq!(diff.changes[0].action, Action::Archive);
@@ -576,7 +639,10 @@ mod tests {
             ownership: Ownership::Unmanaged,
             fingerprint: None,
         };
-        let state = actual(vec![("docs/a.md", managed(&a, "e1")), ("docs/logo.png", foreign)]);
+        let state = actual(vec![
+            ("docs/a.md", managed(&a, "e1")),
+            ("docs/logo.png", foreign),
+        ]);
         let diff = diff(&desired(&[a]), &state, &options(DeleteMode::Delete)).unwrap();
         assert!(diff.changes.is_empty());
         assert_eq!(diff.unmanaged, vec!["docs/logo.png".to_string()]);
@@ -592,7 +658,12 @@ mod tests {
             fingerprint: None,
         };
         let state = actual(vec![("docs/a.md", foreign)]);
-        let err = diff(&desired(&[a.clone()]), &state, &options(DeleteMode::Delete)).unwrap_err();
+        let err = diff(
+            &desired(std::slice::from_ref(&a)),
+            &state,
+            &options(DeleteMode::Delete),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("docs/a.md"), "{err}");
 
         let mut adopt = options(DeleteMode::Delete);
@@ -617,9 +688,29 @@ mod tests {
         let objects: Vec<DesiredObject> = (0..3)
             .map(|index| desired_object(&format!("docs/{index}.md"), "x", "x"))
             .collect();
-        let state = actual(objects.iter().map(|object| (object.key.as_str(), managed(object, "e"))).collect());
+        let state = actual(
+            objects
+                .iter()
+                .map(|object| (object.key.as_str(), managed(object, "e")))
+                .collect(),
+        );
         let err = diff(&desired(&[keep]), &state, &options(DeleteMode::Delete)).unwrap_err();
-        assert!(matches!(err, PlanError::TooManyDeletes { count: 3, max: 2 }), "{err}");
+        assert!(
+            matches!(err, PlanError::TooManyDeletes { count: 3, max: 2 }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_source_on_empty_bucket_writes_nothing() {
+        let diff = diff(&desired(&[]), &actual(vec![]), &options(DeleteMode::Delete)).unwrap();
+        assert!(diff.changes.is_empty());
+        assert!(!diff.manifest_write);
+        assert!(
+            diff.warnings[0].contains("selects no files"),
+            "{:?}",
+            diff.warnings
+        );
     }
 
     #[test]

@@ -15,13 +15,13 @@ pub const DEFAULT_INCLUDE: &[&str] = &["*.md", "*.markdown"];
 /// Errors of the source stage. Each names the repository, ref or path.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("cannot open repository {repo}: {source}")]
+    #[error("cannot open repository {repo}: {}; pass a repository directory, a bundle file or a URL with --repo", source.message())]
     Open { repo: String, source: git2::Error },
     #[error("cannot read bundle {path}: {message}")]
     Bundle { path: String, message: String },
-    #[error("cannot fetch {url}: {source}")]
+    #[error("cannot fetch {url}: {}", source.message())]
     Fetch { url: String, source: git2::Error },
-    #[error("cannot resolve ref {reference:?} in {repo}: {source}; pass a branch, tag or commit id with --ref")]
+    #[error("cannot resolve ref {reference:?} in {repo}: {}; pass a branch, tag or commit id with --ref", source.message())]
     Ref {
         reference: String,
         repo: String,
@@ -30,16 +30,19 @@ pub enum SourceError {
     #[error("--root {root:?} is not a directory in commit {commit}")]
     Root { root: String, commit: String },
     #[error("invalid glob {glob:?}: {source}")]
-    Glob { glob: String, source: globset::Error },
+    Glob {
+        glob: String,
+        source: globset::Error,
+    },
     #[error("path {path} in commit {commit} is not valid UTF-8; rename it")]
     NonUtf8Path { path: String, commit: String },
-    #[error("cannot read {path} (blob {blob}): {source}")]
+    #[error("cannot read {path} (blob {blob}): {}", source.message())]
     Blob {
         path: String,
         blob: String,
         source: git2::Error,
     },
-    #[error("git error: {0}")]
+    #[error("git error: {}", .0.message())]
     Git(#[from] git2::Error),
     #[error("{context}: {source}")]
     Io {
@@ -179,7 +182,11 @@ fn open_remote(url: &str, cache_dir: &Path) -> Result<Repo, SourceError> {
     {
         let mut remote = repo.remote_anonymous(url).map_err(fetch_error)?;
         remote
-            .fetch(&["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], None, None)
+            .fetch(
+                &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+                None,
+                None,
+            )
             .map_err(fetch_error)?;
         if let Ok(default_branch) = remote.default_branch() {
             if let Ok(name) = default_branch.as_str() {
@@ -351,25 +358,22 @@ pub fn select_files(
         };
         let path = format!("{dir}{name}");
         match entry.kind() {
+            Some(ObjectType::Blob) if !selector.matches(&path) => {}
             Some(ObjectType::Blob) if entry.filemode() == 0o120000 => {
-                if selector.matches(&path) {
-                    // TODO: follow symlinks that point at another selected file of the tree.
-                    tracing::warn!(path, "skipping symbolic link");
-                }
+                // TODO: follow symlinks that point at another selected file of the tree.
+                tracing::warn!(path, "skipping symbolic link");
             }
             Some(ObjectType::Blob) => {
-                if selector.matches(&path) {
-                    let repo_path = if root.is_empty() {
-                        path.clone()
-                    } else {
-                        format!("{root}/{path}")
-                    };
-                    files.push(SourceFile {
-                        path,
-                        repo_path,
-                        blob: entry.id(),
-                    });
-                }
+                let repo_path = if root.is_empty() {
+                    path.clone()
+                } else {
+                    format!("{root}/{path}")
+                };
+                files.push(SourceFile {
+                    path,
+                    repo_path,
+                    blob: entry.id(),
+                });
             }
             Some(ObjectType::Commit) => {
                 tracing::info!(path, "skipping submodule");
@@ -388,11 +392,14 @@ pub fn select_files(
 
 /// Reads the content of one selected file.
 pub fn read_blob(repo: &Repo, file: &SourceFile) -> Result<Vec<u8>, SourceError> {
-    let blob = repo.repo.find_blob(file.blob).map_err(|source| SourceError::Blob {
-        path: file.repo_path.clone(),
-        blob: file.blob.to_string(),
-        source,
-    })?;
+    let blob = repo
+        .repo
+        .find_blob(file.blob)
+        .map_err(|source| SourceError::Blob {
+            path: file.repo_path.clone(),
+            blob: file.blob.to_string(),
+            source,
+        })?;
     Ok(blob.content().to_vec())
 }
 
@@ -409,7 +416,10 @@ mod tests {
 
     #[test]
     fn default_selector_is_case_insensitive() {
-        let globs: Vec<String> = DEFAULT_INCLUDE.iter().map(|glob| glob.to_string()).collect();
+        let globs: Vec<String> = DEFAULT_INCLUDE
+            .iter()
+            .map(|glob| glob.to_string())
+            .collect();
         let selector = Selector::new(&globs, &[]).unwrap();
         assert!(selector.matches("a/b/README.MD"));
         assert!(selector.matches("guide.Markdown"));

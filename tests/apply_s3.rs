@@ -21,8 +21,14 @@ fn apply_converges_and_second_run_writes_nothing() {
     for server in common::servers() {
         let fx = Fixture::new(&server, "converge");
         fx.repo.write("README.md", "# Project\n\nIntro.\n");
-        fx.repo.write("guide/intro.md", "---\ntitle: Introduction\n---\nBody text.\n");
-        fx.repo.write("guide/title.md", "---\ntitle: \"Résumé ☕ über alles\"\n---\nx\n");
+        fx.repo.write(
+            "guide/intro.md",
+            "---\ntitle: Introduction\n---\nBody text.\n",
+        );
+        fx.repo.write(
+            "guide/title.md",
+            "---\ntitle: \"Résumé ☕ über alles\"\n---\nx\n",
+        );
         for path in AWKWARD_PATHS {
             fx.repo.write(path, format!("# {path}\n"));
         }
@@ -79,7 +85,12 @@ fn apply_converges_and_second_run_writes_nothing() {
         fx.repo.commit("image only");
         let third = fx.apply_json(&[]);
         assert_eq!(writes(&third), 0, "{}: {third}", server.name);
-        assert_eq!(runtime.block_on(fx.bucket.list(&fx.prefix)), after, "{}", server.name);
+        assert_eq!(
+            runtime.block_on(fx.bucket.list(&fx.prefix)),
+            after,
+            "{}",
+            server.name
+        );
     }
 }
 
@@ -88,16 +99,21 @@ fn updates_name_reasons_and_archive_keeps_copies() {
     let runtime = common::runtime();
     for server in common::servers() {
         let fx = Fixture::new(&server, "reasons");
-        fx.repo.write("body.md", "---\ntitle: Body\n---\nold body\n");
-        fx.repo.write("title.md", "---\ntitle: Old title\n---\nsame body\n");
-        fx.repo.write("gone.md", "---\ntitle: Gone\n---\nto be archived\n");
+        fx.repo
+            .write("body.md", "---\ntitle: Body\n---\nold body\n");
+        fx.repo
+            .write("title.md", "---\ntitle: Old title\n---\nsame body\n");
+        fx.repo
+            .write("gone.md", "---\ntitle: Gone\n---\nto be archived\n");
         fx.repo.write("same.md", "unchanged\n");
         fx.repo.commit("first");
         fx.apply_json(&[]);
         let gone_metadata = runtime.block_on(fx.bucket.metadata(&fx.key("gone.md")));
 
-        fx.repo.write("body.md", "---\ntitle: Body\n---\nnew body\n");
-        fx.repo.write("title.md", "---\ntitle: New title\n---\nsame body\n");
+        fx.repo
+            .write("body.md", "---\ntitle: Body\n---\nnew body\n");
+        fx.repo
+            .write("title.md", "---\ntitle: New title\n---\nsame body\n");
         fx.repo.remove("gone.md");
         fx.repo.commit("second");
 
@@ -141,8 +157,14 @@ fn updates_name_reasons_and_archive_keeps_copies() {
             .filter(|key| key.starts_with(&archive_prefix) && key.ends_with("/gone.md"))
             .collect();
         assert_eq!(archived.len(), 1, "{}: {listing:?}", server.name);
-        assert_eq!(runtime.block_on(fx.bucket.get(archived[0])), b"to be archived\n");
-        assert_eq!(runtime.block_on(fx.bucket.metadata(archived[0])), gone_metadata);
+        assert_eq!(
+            runtime.block_on(fx.bucket.get(archived[0])),
+            b"to be archived\n"
+        );
+        assert_eq!(
+            runtime.block_on(fx.bucket.metadata(archived[0])),
+            gone_metadata
+        );
         assert!(!listing.contains_key(&fx.key("gone.md")));
 
         assert_eq!(writes(&fx.apply_json(&[])), 0);
@@ -155,7 +177,8 @@ fn max_deletes_and_delete_mode() {
     for server in common::servers() {
         let fx = Fixture::new(&server, "deletes");
         for index in 0..4 {
-            fx.repo.write(&format!("doc{index}.md"), format!("# Doc {index}\n"));
+            fx.repo
+                .write(&format!("doc{index}.md"), format!("# Doc {index}\n"));
         }
         fx.repo.commit("four");
         fx.apply_json(&[]);
@@ -167,14 +190,21 @@ fn max_deletes_and_delete_mode() {
         // Three removals exceed a limit of two: rejected, nothing changes.
         let before = runtime.block_on(fx.bucket.list(&fx.prefix));
         let rejected = run_expect(&mut fx.cmd("apply", &["--yes", "--max-deletes", "2"]), 1);
-        assert!(rejected.stderr.contains("--max-deletes"), "{}", rejected.stderr);
+        assert!(
+            rejected.stderr.contains("--max-deletes"),
+            "{}",
+            rejected.stderr
+        );
         assert_eq!(runtime.block_on(fx.bucket.list(&fx.prefix)), before);
 
         // Plain deletes leave no archive behind.
         let result = fx.apply_json(&["--delete-mode", "delete"]);
         assert_eq!(result["deleted"], 3, "{result}");
         let listing = runtime.block_on(fx.bucket.list(&fx.prefix));
-        assert!(listing.keys().all(|key| !key.contains("/archive/")), "{listing:?}");
+        assert!(
+            listing.keys().all(|key| !key.contains("/archive/")),
+            "{listing:?}"
+        );
         assert_eq!(
             runtime.block_on(fx.bucket.document_keys(&fx.prefix)),
             vec![fx.key("doc0.md")]
@@ -192,7 +222,11 @@ fn zero_selected_files_never_delete() {
         fx.apply_json(&[]);
 
         let result = run_expect(&mut fx.cmd("plan", &["--include", "*.txt"]), 0);
-        assert!(result.stdout.contains("source selects no files"), "{}", result.stdout);
+        assert!(
+            result.stdout.contains("source selects no files"),
+            "{}",
+            result.stdout
+        );
         fx.apply_json(&["--include", "*.txt"]);
         assert_eq!(
             runtime.block_on(fx.bucket.document_keys(&fx.prefix)),
@@ -213,16 +247,27 @@ fn unmanaged_objects_are_never_touched() {
 
         // A foreign object at a desired key stops the plan.
         let rejected = run_expect(&mut fx.cmd("apply", &["--yes"]), 1);
-        assert!(rejected.stderr.contains(&fx.key("a.md")), "{}", rejected.stderr);
+        assert!(
+            rejected.stderr.contains(&fx.key("a.md")),
+            "{}",
+            rejected.stderr
+        );
         assert!(rejected.stderr.contains("--adopt"), "{}", rejected.stderr);
-        assert_eq!(runtime.block_on(fx.bucket.get(&fx.key("a.md"))), b"written by hand");
+        assert_eq!(
+            runtime.block_on(fx.bucket.get(&fx.key("a.md"))),
+            b"written by hand"
+        );
 
         // With --adopt it is taken over; the other foreign object stays.
         let result = fx.apply_json(&["--adopt"]);
         assert_eq!(result["updated"], 1, "{result}");
         assert_eq!(runtime.block_on(fx.bucket.get(&fx.key("a.md"))), b"# A\n");
         let plan = run_expect(&mut fx.cmd("plan", &[]), 0);
-        assert!(plan.stdout.contains(&format!("? {}", fx.key("logo.png"))), "{}", plan.stdout);
+        assert!(
+            plan.stdout.contains(&format!("? {}", fx.key("logo.png"))),
+            "{}",
+            plan.stdout
+        );
 
         // Removing every source file still leaves the foreign object.
         fx.repo.remove("a.md");
@@ -239,7 +284,8 @@ fn lost_or_corrupt_manifest_costs_no_uploads() {
     for server in common::servers() {
         let fx = Fixture::new(&server, "manifest");
         for index in 0..5 {
-            fx.repo.write(&format!("doc{index}.md"), format!("# Doc {index}\n"));
+            fx.repo
+                .write(&format!("doc{index}.md"), format!("# Doc {index}\n"));
         }
         fx.repo.commit("five");
         fx.apply_json(&[]);
@@ -272,7 +318,11 @@ fn bad_input_stops_plan_and_writes_nothing() {
         let before = runtime.block_on(fx.bucket.list(&fx.prefix));
 
         let cases: [(&str, &[u8], &[&str]); 2] = [
-            ("latin1.md", b"# Caf\xE9\n", &["latin1.md", "not valid UTF-8", "byte 5"]),
+            (
+                "latin1.md",
+                b"# Caf\xE9\n",
+                &["latin1.md", "not valid UTF-8", "byte 5"],
+            ),
             (
                 "front.md",
                 b"---\ntitle: ok\nlist:\n  - a\n - b\n---\nbody\n",
@@ -285,9 +335,18 @@ fn bad_input_stops_plan_and_writes_nothing() {
             fx.repo.commit(path);
             let result = run_expect(&mut fx.cmd("apply", &["--yes"]), 1);
             for needle in expected {
-                assert!(result.stderr.contains(needle), "{needle:?} missing in {}", result.stderr);
+                assert!(
+                    result.stderr.contains(needle),
+                    "{needle:?} missing in {}",
+                    result.stderr
+                );
             }
-            assert_eq!(runtime.block_on(fx.bucket.list(&fx.prefix)), before, "{}", server.name);
+            assert_eq!(
+                runtime.block_on(fx.bucket.list(&fx.prefix)),
+                before,
+                "{}",
+                server.name
+            );
             fx.repo.remove(path);
         }
     }
@@ -316,22 +375,51 @@ fn saved_plan_is_rejected_when_anything_moved() {
 
         // Configuration changed: another front matter mode.
         run_expect(&mut fx.cmd("plan", &["--out", plan_arg]), 0);
-        let changed = run_expect(&mut fx.cmd("apply", &[plan_arg, "--front-matter", "keep"]), 1);
-        assert!(changed.stderr.contains("configuration changed: front_matter"), "{}", changed.stderr);
+        let changed = run_expect(
+            &mut fx.cmd("apply", &[plan_arg, "--front-matter", "keep"]),
+            1,
+        );
+        assert!(
+            changed
+                .stderr
+                .contains("configuration changed: front_matter"),
+            "{}",
+            changed.stderr
+        );
 
         // Remote changed: the key the plan updates was rewritten.
         let before = runtime.block_on(fx.bucket.get(&fx.key("b.md")));
-        runtime.block_on(fx.bucket.put_plain(&fx.key("a.md"), b"edited in the bucket"));
+        runtime.block_on(
+            fx.bucket
+                .put_plain(&fx.key("a.md"), b"edited in the bucket"),
+        );
         let remote = run_expect(&mut fx.cmd("apply", &[plan_arg]), 1);
-        assert!(remote.stderr.contains("remote changed"), "{}", remote.stderr);
+        assert!(
+            remote.stderr.contains("remote changed"),
+            "{}",
+            remote.stderr
+        );
         assert!(remote.stderr.contains(&fx.key("a.md")), "{}", remote.stderr);
-        assert_eq!(runtime.block_on(fx.bucket.get(&fx.key("a.md"))), b"edited in the bucket");
+        assert_eq!(
+            runtime.block_on(fx.bucket.get(&fx.key("a.md"))),
+            b"edited in the bucket"
+        );
         assert_eq!(runtime.block_on(fx.bucket.get(&fx.key("b.md"))), before);
 
-        // A plan that is still valid applies without a prompt.
-        run_expect(&mut fx.cmd("plan", &["--out", plan_arg]), 0);
-        let mut apply = fx.cmd("apply", &[plan_arg]);
-        run_expect(apply.stdin(Stdio::null()), 0);
+        // A plan that is still valid applies without a prompt, and the plan
+        // supplies every option that is not repeated.
+        run_expect(
+            &mut fx.cmd("plan", &["--out", plan_arg, "--exclude", "drafts/**"]),
+            0,
+        );
+        let mut apply = common::r2sync(Some(&server), fx.workdir.path());
+        apply.args(["apply", plan_arg]).stdin(Stdio::null());
+        let applied = run_expect(&mut apply, 0);
+        assert!(
+            applied.stderr.contains("is still valid"),
+            "{}",
+            applied.stderr
+        );
         assert_eq!(runtime.block_on(fx.bucket.get(&fx.key("a.md"))), b"# A3\n");
         assert_eq!(writes(&fx.apply_json(&[])), 0);
     }
@@ -352,7 +440,10 @@ fn apply_without_terminal_needs_yes() {
         // The script-friendly alias applies without asking.
         let mut alias = fx.cmd("sync-cloudflare-r2", &[]);
         run_expect(alias.stdin(Stdio::null()), 0);
-        assert_eq!(runtime.block_on(fx.bucket.document_keys(&fx.prefix)), vec![fx.key("a.md")]);
+        assert_eq!(
+            runtime.block_on(fx.bucket.document_keys(&fx.prefix)),
+            vec![fx.key("a.md")]
+        );
     }
 }
 
@@ -367,11 +458,26 @@ fn check_reports_drift_by_key() {
         fx.apply_json(&[]);
         run_expect(&mut fx.cmd("check", &[]), 0);
 
-        runtime.block_on(fx.bucket.put_plain(&fx.key("a.md"), b"changed behind r2sync's back"));
+        runtime.block_on(
+            fx.bucket
+                .put_plain(&fx.key("a.md"), b"changed behind r2sync's back"),
+        );
         runtime.block_on(fx.bucket.delete(&fx.key("b.md")));
         let result = run_expect(&mut fx.cmd("check", &[]), 2);
-        assert!(result.stdout.contains(&format!("{}: differs", fx.key("a.md"))), "{}", result.stdout);
-        assert!(result.stdout.contains(&format!("{}: missing", fx.key("b.md"))), "{}", result.stdout);
+        assert!(
+            result
+                .stdout
+                .contains(&format!("{}: differs", fx.key("a.md"))),
+            "{}",
+            result.stdout
+        );
+        assert!(
+            result
+                .stdout
+                .contains(&format!("{}: missing", fx.key("b.md"))),
+            "{}",
+            result.stdout
+        );
 
         let json = run_expect(&mut fx.cmd("check", &["--json"]), 2);
         let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
@@ -390,12 +496,18 @@ fn listing_follows_pagination() {
     for server in common::servers() {
         let fx = Fixture::new(&server, "pages");
         for index in 0..1_100 {
-            fx.repo.write(&format!("d{}/n{index}.md", index % 10), format!("# {index}\n"));
+            fx.repo.write(
+                &format!("d{}/n{index}.md", index % 10),
+                format!("# {index}\n"),
+            );
         }
         fx.repo.commit("many");
         let result = fx.apply_json(&["--concurrency", "32"]);
         assert_eq!(result["created"], 1_100, "{result}");
-        assert_eq!(runtime.block_on(fx.bucket.document_keys(&fx.prefix)).len(), 1_100);
+        assert_eq!(
+            runtime.block_on(fx.bucket.document_keys(&fx.prefix)).len(),
+            1_100
+        );
         assert_eq!(writes(&fx.apply_json(&[])), 0);
     }
 }
@@ -413,15 +525,23 @@ fn secrets_never_reach_output() {
             run(fx.cmd("apply", &["-vvv", "--yes"]).env("RUST_LOG", "trace")),
             run(fx.cmd("check", &["-vvv"]).env("RUST_LOG", "trace")),
             // A rejected secret produces error output too.
-            run(fx.cmd("plan", &["-vvv"]).env("R2_SECRET_ACCESS_KEY", "wrong-secret-value-0123456789")),
+            run(fx
+                .cmd("plan", &["-vvv"])
+                .env("R2_SECRET_ACCESS_KEY", "wrong-secret-value-0123456789")),
         ];
         for result in &runs {
             assert!(!result.stdout.contains(secret.as_str()), "secret in stdout");
             assert!(!result.stderr.contains(secret.as_str()), "secret in stderr");
-            assert!(!result.stderr.contains("wrong-secret-value-0123456789"), "secret in stderr");
+            assert!(
+                !result.stderr.contains("wrong-secret-value-0123456789"),
+                "secret in stderr"
+            );
         }
         assert_eq!(runs[1].code, 0, "{}", runs[1].stderr);
-        assert!(runs[1].stderr.contains("TRACE"), "trace logging was not enabled");
+        assert!(
+            runs[1].stderr.contains("TRACE"),
+            "trace logging was not enabled"
+        );
     }
 }
 
@@ -430,7 +550,10 @@ fn conditional_writes_reject_stale_etags() {
     let runtime = common::runtime();
     for server in common::servers() {
         if !server.conditional_writes {
-            eprintln!("skipping on {}: it ignores If-Match and If-None-Match", server.name);
+            eprintln!(
+                "skipping on {}: it ignores If-Match and If-None-Match",
+                server.name
+            );
             continue;
         }
         let fx = Fixture::new(&server, "conditional");
@@ -447,34 +570,127 @@ fn conditional_writes_reject_stale_etags() {
             retries: 2,
             timeout: std::time::Duration::from_secs(10),
         };
-        let remote = r2sync::remote::Remote::connect(&target, &credentials, &policy).unwrap();
+        let remote = r2sync::remote::Remote::connect(&target, &credentials, &policy, true).unwrap();
         let key = fx.key("race.md");
         let metadata = Default::default();
         use r2sync::remote::{Condition, RemoteError};
 
         runtime.block_on(async {
             let etag = remote
-                .put(&key, "one".into(), "text/markdown", &metadata, Condition::Absent)
+                .put(
+                    &key,
+                    "one".into(),
+                    "text/markdown",
+                    &metadata,
+                    Condition::Absent,
+                )
                 .await
                 .unwrap()
                 .expect("the server returns an ETag");
 
             let again = remote
-                .put(&key, "two".into(), "text/markdown", &metadata, Condition::Absent)
+                .put(
+                    &key,
+                    "two".into(),
+                    "text/markdown",
+                    &metadata,
+                    Condition::Absent,
+                )
                 .await;
-            assert!(matches!(again, Err(RemoteError::AlreadyExists { .. })), "{again:?}");
+            assert!(
+                matches!(again, Err(RemoteError::AlreadyExists { .. })),
+                "{again:?}"
+            );
 
             let stale = remote
-                .put(&key, "two".into(), "text/markdown", &metadata, Condition::Matches("0".repeat(32)))
+                .put(
+                    &key,
+                    "two".into(),
+                    "text/markdown",
+                    &metadata,
+                    Condition::Matches("0".repeat(32)),
+                )
                 .await;
-            assert!(matches!(stale, Err(RemoteError::Precondition { .. })), "{stale:?}");
+            assert!(
+                matches!(stale, Err(RemoteError::Precondition { .. })),
+                "{stale:?}"
+            );
             assert_eq!(fx.bucket.get(&key).await, b"one");
 
             remote
-                .put(&key, "three".into(), "text/markdown", &metadata, Condition::Matches(etag))
+                .put(
+                    &key,
+                    "three".into(),
+                    "text/markdown",
+                    &metadata,
+                    Condition::Matches(etag),
+                )
                 .await
                 .unwrap();
             assert_eq!(fx.bucket.get(&key).await, b"three");
         });
+    }
+}
+
+#[test]
+fn nested_targets_leave_each_other_alone() {
+    let runtime = common::runtime();
+    for server in common::servers() {
+        let outer = Fixture::new(&server, "nested");
+        let inner = Fixture {
+            server: server.clone(),
+            bucket: common::Bucket::new(&server),
+            prefix: format!("{}/site", outer.prefix),
+            repo: common::GitRepo::new(),
+            workdir: tempfile::tempdir().unwrap(),
+        };
+        inner.repo.write("index.md", "# Site\n");
+        inner.repo.write("guide/install.md", "# Install\n");
+        inner.repo.commit("site");
+        inner.apply_json(&[]);
+
+        outer.repo.write("top.md", "# Top\n");
+        outer.repo.commit("outer");
+        let planned = run_expect(
+            &mut outer.cmd("plan", &["--json", "--delete-mode", "delete"]),
+            0,
+        );
+        let plan: serde_json::Value = serde_json::from_str(&planned.stdout).unwrap();
+        let actions: Vec<&str> = plan["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|change| change["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(actions, vec!["create"], "{}: {plan}", server.name);
+        let unmanaged: Vec<&str> = plan["unmanaged"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|key| key.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            unmanaged,
+            vec![
+                inner.key("guide/install.md").as_str(),
+                inner.key("index.md").as_str()
+            ],
+            "{}",
+            server.name
+        );
+
+        outer.apply_json(&["--delete-mode", "delete"]);
+        run_expect(&mut inner.cmd("check", &[]), 0);
+        assert_eq!(
+            runtime.block_on(outer.bucket.get(&inner.key("index.md"))),
+            b"# Site\n"
+        );
+
+        // The inner target does not claim the outer one's objects either.
+        inner.repo.remove("index.md");
+        inner.repo.commit("drop index");
+        let result = inner.apply_json(&["--delete-mode", "delete"]);
+        assert_eq!(result["deleted"], 1, "{result}");
+        run_expect(&mut outer.cmd("check", &[]), 0);
     }
 }

@@ -17,14 +17,26 @@ fn commits(clone: &std::path::Path) -> Vec<String> {
         .output()
         .unwrap();
     assert!(output.status.success());
-    String::from_utf8(output.stdout).unwrap().lines().map(str::to_string).collect()
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Markdown files under `content/` at `commit`, per `git ls-tree`, mapped
 /// to keys: an expectation computed without r2sync's code.
 fn expected_keys(clone: &std::path::Path, commit: &str, prefix: &str) -> Vec<String> {
     let output = Command::new("git")
-        .args(["-c", "core.quotePath=false", "ls-tree", "-r", "--name-only", commit, "content/"])
+        .args([
+            "-c",
+            "core.quotePath=false",
+            "ls-tree",
+            "-r",
+            "--name-only",
+            commit,
+            "content/",
+        ])
         .current_dir(clone)
         .output()
         .unwrap();
@@ -43,10 +55,17 @@ fn expected_keys(clone: &std::path::Path, commit: &str, prefix: &str) -> Vec<Str
 }
 
 /// Desired fingerprints per key, from r2sync's library at `commit`.
-fn desired_hashes(bundle: &std::path::Path, commit: &str, prefix: &str) -> BTreeMap<String, (String, String)> {
+fn desired_hashes(
+    bundle: &std::path::Path,
+    commit: &str,
+    prefix: &str,
+) -> BTreeMap<String, (String, String)> {
     let repo = r2sync::source::open(bundle.to_str().unwrap(), &std::env::temp_dir()).unwrap();
     let oid = r2sync::source::resolve_commit(&repo, commit).unwrap();
-    let include: Vec<String> = r2sync::source::DEFAULT_INCLUDE.iter().map(|glob| glob.to_string()).collect();
+    let include: Vec<String> = r2sync::source::DEFAULT_INCLUDE
+        .iter()
+        .map(|glob| glob.to_string())
+        .collect();
     let selector = r2sync::source::Selector::new(&include, &[]).unwrap();
     let files = r2sync::source::select_files(&repo, oid, "content", &selector).unwrap();
     let options = r2sync::manifest::DesiredOptions {
@@ -96,7 +115,10 @@ fn hugo_docs_history_converges_on_every_server() {
 
         for (step, commit) in history.iter().enumerate() {
             let started = std::time::Instant::now();
-            run_expect(&mut command("apply", commit, &["--yes", "--concurrency", "32"]), 0);
+            run_expect(
+                &mut command("apply", commit, &["--yes", "--concurrency", "32"]),
+                0,
+            );
 
             // The listing equals the desired keys exactly.
             let keys = runtime.block_on(bucket.document_keys(&prefix));
@@ -146,7 +168,11 @@ fn hugo_docs_history_converges_on_every_server() {
         let desired = desired_hashes(&bundle, last, &prefix);
         for (key, (_, body_hash)) in desired.iter().take(200) {
             let body = runtime.block_on(bucket.get(key));
-            assert_eq!(&blake3::hash(&body).to_hex().to_string(), body_hash, "body of {key}");
+            assert_eq!(
+                &blake3::hash(&body).to_hex().to_string(),
+                body_hash,
+                "body of {key}"
+            );
         }
 
         // A change behind r2sync's back is drift, named by key.
@@ -154,6 +180,6 @@ fn hugo_docs_history_converges_on_every_server() {
         runtime.block_on(bucket.put_plain(&victim, b"edited outside r2sync\n"));
         let drift = run_expect(&mut command("check", last, &[]), 2);
         assert!(drift.stdout.contains(&victim), "{}", drift.stdout);
-        assert!(drift.stdout.contains("1 keys"), "{}", drift.stdout);
+        assert!(drift.stdout.contains("in 1 key:"), "{}", drift.stdout);
     }
 }

@@ -7,26 +7,42 @@ use common::{run_expect, GitRepo};
 #[test]
 fn default_target_works_without_credentials() {
     let repo = GitRepo::new();
-    repo.write("docs/guide.md", "---\ntitle: Guide\n---\n# Guide\n\nText.\n");
+    repo.write(
+        "docs/guide.md",
+        "---\ntitle: Guide\n---\n# Guide\n\nText.\n",
+    );
     repo.write("docs/a b+c%41.md", "# Awkward\n");
     repo.write("notes.txt", "not markdown");
     repo.commit("first");
 
     // Run inside the repository, as the README's first command does.
-    let result = run_expect(common::r2sync(None, repo.path()).args(["apply", "--yes"]), 0);
-    assert!(result.stdout.contains("+ docs/guide.md"), "{}", result.stdout);
+    let result = run_expect(
+        common::r2sync(None, repo.path()).args(["apply", "--yes"]),
+        0,
+    );
+    assert!(
+        result.stdout.contains("+ docs/guide.md"),
+        "{}",
+        result.stdout
+    );
 
     let bucket = repo.path().join("r2sync-bucket");
     assert_eq!(
         std::fs::read_to_string(bucket.join("docs/guide.md")).unwrap(),
         "# Guide\n\nText.\n"
     );
-    assert!(bucket.join("docs/a b+c%41.md").is_file(), "key written with its exact name");
+    assert!(
+        bucket.join("docs/a b+c%41.md").is_file(),
+        "key written with its exact name"
+    );
     assert!(!bucket.join("notes.txt").exists());
     assert!(bucket.join(".r2sync/state.json").is_file());
 
     // Nothing to do the second time, and check agrees.
-    let second = run_expect(common::r2sync(None, repo.path()).args(["apply", "--yes", "--json"]), 0);
+    let second = run_expect(
+        common::r2sync(None, repo.path()).args(["apply", "--yes", "--json"]),
+        0,
+    );
     let report: serde_json::Value = serde_json::from_str(&second.stdout).unwrap();
     assert_eq!(common::writes(&report), 0, "{report}");
     run_expect(common::r2sync(None, repo.path()).arg("check"), 0);
@@ -59,7 +75,10 @@ fn check_and_detailed_exitcode_on_local_target() {
 #[test]
 fn usage_errors_exit_one() {
     let dir = tempfile::tempdir().unwrap();
-    let result = run_expect(common::r2sync(None, dir.path()).args(["plan", "--bogus"]), 1);
+    let result = run_expect(
+        common::r2sync(None, dir.path()).args(["plan", "--bogus"]),
+        1,
+    );
     assert!(result.stderr.contains("--bogus"), "{}", result.stderr);
     run_expect(common::r2sync(None, dir.path()).arg("--help"), 0);
 }
@@ -81,7 +100,11 @@ fn missing_credentials_are_named() {
             .env("R2_ACCOUNT_ID", "0123abcd"),
         1,
     );
-    assert!(result.stderr.contains("R2_ACCESS_KEY_ID"), "{}", result.stderr);
+    assert!(
+        result.stderr.contains("R2_ACCESS_KEY_ID"),
+        "{}",
+        result.stderr
+    );
 }
 
 #[test]
@@ -101,11 +124,21 @@ fn bundle_and_bare_repositories_are_sources() {
         let out = tempfile::tempdir().unwrap();
         let target = format!("file://{}", out.path().display());
         let result = run_expect(
-            common::r2sync(None, holder.path()).args(["plan", "--repo", source, "--root", "site", "--target", &target]),
+            common::r2sync(None, holder.path()).args([
+                "plan", "--repo", source, "--root", "site", "--target", &target,
+            ]),
             0,
         );
-        assert!(result.stdout.contains("+ page.md"), "{source}: {}", result.stdout);
-        assert!(!result.stdout.contains("other.md"), "{source}: {}", result.stdout);
+        assert!(
+            result.stdout.contains("+ page.md"),
+            "{source}: {}",
+            result.stdout
+        );
+        assert!(
+            !result.stdout.contains("other.md"),
+            "{source}: {}",
+            result.stdout
+        );
     }
 }
 
@@ -122,9 +155,14 @@ fn progress_bar_never_in_json_or_pipes() {
         common::r2sync(None, repo.path()).args(["plan", "--json", "--target", &target]),
         0,
     );
-    let plan: serde_json::Value = serde_json::from_str(&result.stdout).expect("stdout is only JSON");
+    let plan: serde_json::Value =
+        serde_json::from_str(&result.stdout).expect("stdout is only JSON");
     assert_eq!(plan["summary"]["create"], 80);
-    assert!(!result.stderr.contains('\r'), "progress output on a pipe: {:?}", result.stderr);
+    assert!(
+        !result.stderr.contains('\r'),
+        "progress output on a pipe: {:?}",
+        result.stderr
+    );
 }
 
 #[test]
@@ -134,7 +172,8 @@ fn failed_put_blocks_removals() {
     let target = format!("file://{}", out.path().display());
     let apply = |extra: &[&str]| {
         let mut cmd = common::r2sync(None, repo.path());
-        cmd.args(["apply", "--yes", "--target", &target]).args(extra);
+        cmd.args(["apply", "--yes", "--target", &target])
+            .args(extra);
         cmd
     };
     repo.write("keep.md", "# Keep\n");
@@ -142,23 +181,223 @@ fn failed_put_blocks_removals() {
     repo.commit("first");
     run_expect(&mut apply(&[]), 0);
 
-    // A directory where a new document must go makes its upload fail.
+    // A file where a new document's directory must go makes its upload fail
+    // with an I/O error rather than a precondition failure.
     repo.remove("old.md");
-    repo.write("blocked.md", "# Blocked\n");
+    repo.write("blocked/page.md", "# Blocked\n");
     repo.write("fine.md", "# Fine\n");
     repo.commit("second");
-    std::fs::create_dir_all(out.path().join("blocked.md/inside")).unwrap();
+    std::fs::write(out.path().join("blocked"), "in the way").unwrap();
 
     let failed = run_expect(&mut apply(&[]), 1);
-    assert!(failed.stderr.contains("blocked.md"), "{}", failed.stderr);
-    assert!(failed.stderr.contains("apply failed for 1 of 3 changes"), "{}", failed.stderr);
-    assert!(out.path().join("fine.md").is_file(), "other uploads still happen");
-    assert!(out.path().join("old.md").is_file(), "removals wait for every upload");
+    assert!(
+        failed.stderr.contains("error: put blocked/page.md: "),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("apply failed for 1 of 3 changes"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        out.path().join("fine.md").is_file(),
+        "other uploads still happen"
+    );
+    assert!(
+        out.path().join("old.md").is_file(),
+        "removals wait for every upload"
+    );
 
     // Once the obstacle is gone, a rerun converges.
-    std::fs::remove_dir_all(out.path().join("blocked.md")).unwrap();
+    std::fs::remove_file(out.path().join("blocked")).unwrap();
     run_expect(&mut apply(&[]), 0);
-    assert_eq!(std::fs::read_to_string(out.path().join("blocked.md")).unwrap(), "# Blocked\n");
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("blocked/page.md")).unwrap(),
+        "# Blocked\n"
+    );
     assert!(!out.path().join("old.md").exists());
-    run_expect(common::r2sync(None, repo.path()).args(["check", "--target", &target]), 0);
+    run_expect(
+        common::r2sync(None, repo.path()).args(["check", "--target", &target]),
+        0,
+    );
+}
+
+#[test]
+fn url_source_is_cached_and_fetched() {
+    let repo = GitRepo::new();
+    repo.write("a.md", "# A\n");
+    repo.commit("first");
+    let cache = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", repo.path().display());
+    let target = format!("file://{}", out.path().display());
+    let plan = || {
+        let mut cmd = common::r2sync(None, out.path());
+        cmd.args(["plan", "--repo", &url, "--target", &target, "--cache-dir"])
+            .arg(cache.path());
+        cmd
+    };
+
+    let first = run_expect(&mut plan(), 0);
+    assert!(first.stdout.contains("+ a.md"), "{}", first.stdout);
+
+    // The next run fetches the new commit into the same mirror.
+    repo.write("b.md", "# B\n");
+    repo.commit("second");
+    let second = run_expect(&mut plan(), 0);
+    assert!(second.stdout.contains("+ b.md"), "{}", second.stdout);
+    let mirrors = std::fs::read_dir(cache.path().join("repos"))
+        .unwrap()
+        .count();
+    assert_eq!(mirrors, 1);
+}
+
+/// Runs r2sync under `script`, which gives it a terminal, typing `answer`.
+fn apply_on_terminal(repo: &GitRepo, target: &str, answer: &str) -> common::Run {
+    let binary = assert_cmd::cargo::cargo_bin("r2sync");
+    let inner = format!(
+        "{} apply --repo {} --target {}",
+        binary.display(),
+        repo.path().display(),
+        target
+    );
+    let mut command = std::process::Command::new("script");
+    command
+        .args(["-qec", &inner, "/dev/null"])
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("script(1) from util-linux");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(answer.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    common::Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn terminal_apply_asks_for_yes() {
+    let repo = GitRepo::new();
+    repo.write("a.md", "# A\n");
+    repo.commit("first");
+    let out = tempfile::tempdir().unwrap();
+    let target = format!("file://{}", out.path().display());
+
+    let declined = apply_on_terminal(&repo, &target, "no\n");
+    assert_eq!(declined.code, 1, "{}", declined.stdout);
+    assert!(
+        declined.stdout.contains("Only 'yes' is accepted"),
+        "{}",
+        declined.stdout
+    );
+    assert!(
+        declined.stdout.contains("apply cancelled"),
+        "{}",
+        declined.stdout
+    );
+    assert!(!out.path().join("a.md").exists());
+
+    let accepted = apply_on_terminal(&repo, &target, "yes\n");
+    assert_eq!(accepted.code, 0, "{}", accepted.stdout);
+    assert!(out.path().join("a.md").is_file());
+}
+
+#[test]
+fn target_typos_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    for target in ["file:/tmp/x", "bucket1", "file://relative/dir"] {
+        let result = run_expect(
+            common::r2sync(None, dir.path()).args(["plan", "--target", target]),
+            1,
+        );
+        assert!(
+            result.stderr.contains("invalid --target"),
+            "{target}: {}",
+            result.stderr
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing created"
+    );
+}
+
+#[test]
+fn plan_and_check_create_no_directory() {
+    let repo = GitRepo::new();
+    repo.write("content/a.md", "# A\n");
+    repo.commit("first");
+    let holder = tempfile::tempdir().unwrap();
+    let missing = holder.path().join("not-yet");
+    let target = format!("file://{}", missing.display());
+
+    let plan = run_expect(
+        common::r2sync(None, repo.path()).args([
+            "plan",
+            "--root",
+            "./content/",
+            "--target",
+            &target,
+        ]),
+        0,
+    );
+    assert!(plan.stdout.contains("+ a.md"), "{}", plan.stdout);
+    assert!(
+        plan.stderr.contains("does not exist yet"),
+        "{}",
+        plan.stderr
+    );
+    run_expect(
+        common::r2sync(None, repo.path()).args(["check", "--root", "content", "--target", &target]),
+        2,
+    );
+    assert!(!missing.exists());
+
+    run_expect(
+        common::r2sync(None, repo.path())
+            .args(["apply", "--yes", "--root", "content", "--target", &target]),
+        0,
+    );
+    assert!(missing.join("a.md").is_file());
+}
+
+#[test]
+fn document_warnings_reach_plan_json() {
+    let repo = GitRepo::new();
+    repo.write("dup.md", "---\ntitle: A\ntitle: B\n---\nbody\n");
+    repo.write("open.md", "---\ntitle: never closed\n");
+    repo.commit("first");
+    let out = tempfile::tempdir().unwrap();
+    let target = format!("file://{}", out.path().display());
+    let result = run_expect(
+        common::r2sync(None, repo.path()).args(["plan", "--json", "--target", &target]),
+        0,
+    );
+    let plan: serde_json::Value = serde_json::from_str(&result.stdout).unwrap();
+    let warnings: Vec<&str> = plan["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("dup.md: front matter repeats a key"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].starts_with("open.md: front matter is never closed"),
+        "{warnings:?}"
+    );
 }

@@ -9,9 +9,9 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::output::Output;
-use super::{ApplyArgs, CheckArgs, Cli, Command, ExitCode, PlanArgs, SyncArgs};
+use super::{ApplyArgs, ChangeArgs, CheckArgs, Cli, Command, ExitCode, PlanArgs, SyncArgs};
 use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport};
-use crate::config::{ConfigError, Credentials, Settings, Target};
+use crate::config::{self, ConfigError, Credentials, Settings, Target};
 use crate::manifest::{self, DesiredOptions, DesiredState, ManifestError};
 use crate::plan::{self, ArchiveContext, Plan, PlanError, PlanOptions, PlanSource};
 use crate::remote::state::{self, ActualState};
@@ -46,7 +46,9 @@ pub enum CliError {
     NeedsConfirmation,
     #[error("apply cancelled; nothing was changed")]
     Cancelled,
-    #[error("apply failed for {count} of {total} changes (listed above); run apply again to converge")]
+    #[error(
+        "apply failed for {count} of {total} changes (listed above); run apply again to converge"
+    )]
     ApplyFailed { count: usize, total: usize },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
@@ -68,12 +70,14 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let output = Output::new(cli.quiet, cli.no_progress, args.json);
             runtime.block_on(apply_command(&args, &output))
         }
-        Command::SyncCloudflareR2(sync) => {
+        Command::SyncCloudflareR2(alias) => {
             let args = ApplyArgs {
                 plan_file: None,
-                sync,
+                sync: alias.sync,
+                change: alias.change,
                 yes: true,
                 json: false,
+                explicit: Vec::new(),
             };
             let output = Output::new(cli.quiet, cli.no_progress, false);
             runtime.block_on(apply_command(&args, &output))
@@ -95,39 +99,59 @@ struct Prepared {
     concurrency: usize,
 }
 
-/// Resolves settings from the arguments and the environment.
-fn resolve_settings(args: &SyncArgs) -> Result<(Settings, Target, Credentials), CliError> {
+/// Resolves settings from the arguments and the environment. `check`
+/// passes no change options and gets the defaults.
+fn resolve_settings(
+    args: &SyncArgs,
+    change: Option<&ChangeArgs>,
+) -> Result<(Settings, Target, Credentials), CliError> {
     let target = Target::parse(&args.target)?;
     let lookup = |name: &str| std::env::var(name).ok();
     let credentials = Credentials::resolve(&target, args.endpoint.as_deref(), &lookup)?;
     let include = if args.include.is_empty() {
-        source::DEFAULT_INCLUDE.iter().map(|glob| glob.to_string()).collect()
+        source::DEFAULT_INCLUDE
+            .iter()
+            .map(|glob| glob.to_string())
+            .collect()
     } else {
         args.include.clone()
+    };
+    let archive_prefix = match change.and_then(|change| change.archive_prefix.as_deref()) {
+        Some(prefix) => Some(config::normalize_key_prefix(prefix, "--archive-prefix")?),
+        None => None,
     };
 
     let settings = Settings {
         repo: source::redact_url(&args.repo),
-        root: args.root.trim_matches('/').to_string(),
+        root: config::normalize_root(&args.root)?,
         include,
         exclude: args.exclude.clone(),
         target: target.to_string(),
         endpoint: credentials.endpoint.clone(),
         front_matter: args.front_matter,
-        delete_mode: args.delete_mode,
-        archive_prefix: args.archive_prefix.clone(),
+        delete_mode: change.map(|change| change.delete_mode).unwrap_or_default(),
+        archive_prefix,
     };
     Ok((settings, target, credentials))
 }
 
 /// Reads the commit (at `commit` when given, else at `--ref`) into the
 /// desired state, and the bucket into the actual state.
-async fn prepare(args: &SyncArgs, output: &Output, commit: Option<&str>) -> Result<Prepared, CliError> {
-    let (settings, target, credentials) = resolve_settings(args)?;
+async fn prepare(
+    args: &SyncArgs,
+    change: Option<&ChangeArgs>,
+    output: &Output,
+    commit: Option<&str>,
+    create_target: bool,
+) -> Result<Prepared, CliError> {
+    let (settings, target, credentials) = resolve_settings(args, change)?;
     let started = Instant::now();
 
     // Desired state, from the Git object database.
-    let cache_dir = args.cache_dir.clone().unwrap_or_else(source::default_cache_dir);
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(source::default_cache_dir);
     let repo = source::open(&args.repo, &cache_dir)?;
     let commit = match commit {
         Some(commit) => source::resolve_commit(&repo, commit)?,
@@ -136,8 +160,13 @@ async fn prepare(args: &SyncArgs, output: &Output, commit: Option<&str>) -> Resu
     let selector = Selector::new(&settings.include, &settings.exclude)?;
     let files = source::select_files(&repo, commit, &settings.root, &selector)?;
     output.status(format!(
-        "Reading {} documents from {} at {} ({})",
+        "Reading {} {} from {} at {} ({})",
         files.len(),
+        if files.len() == 1 {
+            "document"
+        } else {
+            "documents"
+        },
         repo.display,
         args.reference,
         plan::short_commit(&commit.to_string())
@@ -165,7 +194,10 @@ async fn prepare(args: &SyncArgs, output: &Output, commit: Option<&str>) -> Resu
         retries: args.retries,
         timeout: Duration::from_secs(args.timeout.max(1)),
     };
-    let remote = Remote::connect(&target, &credentials, &policy)?;
+    let remote = Remote::connect(&target, &credentials, &policy, create_target)?;
+    if let Some(note) = remote.note() {
+        output.status(note);
+    }
     let listing_started = Instant::now();
     let actual = state::read_actual(&remote, args.concurrency as usize).await?;
     tracing::info!(
@@ -222,8 +254,8 @@ fn make_plan(prepared: &Prepared, max_deletes: usize, adopt: bool) -> Result<Pla
 }
 
 async fn plan_command(args: &PlanArgs, output: &Output) -> Result<ExitCode, CliError> {
-    let prepared = prepare(&args.sync, output, None).await?;
-    let plan = make_plan(&prepared, args.sync.max_deletes, args.sync.adopt)?;
+    let prepared = prepare(&args.sync, Some(&args.change), output, None, false).await?;
+    let plan = make_plan(&prepared, args.change.max_deletes, args.change.adopt)?;
 
     if let Some(path) = &args.out {
         let json = serde_json::to_vec_pretty(&plan).expect("plan serializes");
@@ -231,7 +263,11 @@ async fn plan_command(args: &PlanArgs, output: &Output) -> Result<ExitCode, CliE
             path: path.clone(),
             source,
         })?;
-        output.status(format!("Saved plan to {}; apply it with `r2sync apply {}`", path.display(), path.display()));
+        output.status(format!(
+            "Saved plan to {}; apply it with `r2sync apply {}`",
+            path.display(),
+            path.display()
+        ));
     }
 
     if args.json {
@@ -249,10 +285,10 @@ async fn plan_command(args: &PlanArgs, output: &Output) -> Result<ExitCode, CliE
 async fn apply_command(args: &ApplyArgs, output: &Output) -> Result<ExitCode, CliError> {
     // Plan now, or load a saved plan and prove it still holds.
     let (prepared, plan) = match &args.plan_file {
-        Some(path) => load_saved_plan(path, &args.sync, output).await?,
+        Some(path) => load_saved_plan(path, args, output).await?,
         None => {
-            let prepared = prepare(&args.sync, output, None).await?;
-            let plan = make_plan(&prepared, args.sync.max_deletes, args.sync.adopt)?;
+            let prepared = prepare(&args.sync, Some(&args.change), output, None, true).await?;
+            let plan = make_plan(&prepared, args.change.max_deletes, args.change.adopt)?;
             (prepared, plan)
         }
     };
@@ -269,7 +305,7 @@ async fn apply_command(args: &ApplyArgs, output: &Output) -> Result<ExitCode, Cl
     // A plan made here is shown and confirmed; a saved plan was reviewed
     // when it was made.
     if args.plan_file.is_none() {
-        if !args.json {
+        if !args.json && !output.quiet() {
             print!("{}", plan::render(&plan, output.color()));
         }
         if !args.yes && plan.has_changes() {
@@ -306,7 +342,11 @@ async fn apply_command(args: &ApplyArgs, output: &Output) -> Result<ExitCode, Cl
         print_json(&ApplyResult::new(&plan, &report));
     }
     for failure in &report.failures {
-        eprintln!("error: {:?} {}: {}", failure.action, failure.key, failure.error);
+        if failure.error.contains(&failure.key) {
+            eprintln!("error: {}", failure.error);
+        } else {
+            eprintln!("error: {}: {}", failure.key, failure.error);
+        }
     }
     if let Some(reason) = &report.stopped {
         eprintln!("Stopped early: {reason}");
@@ -376,8 +416,13 @@ fn confirm() -> Result<(), CliError> {
 }
 
 /// Loads a saved plan and checks that the source commit, the settings and
-/// the remote state of every key it touches are as they were.
-async fn load_saved_plan(path: &Path, args: &SyncArgs, output: &Output) -> Result<(Prepared, Plan), CliError> {
+/// the remote state of every key it touches are as they were. Options not
+/// given on the command line (or through the environment) come from the plan.
+async fn load_saved_plan(
+    path: &Path,
+    args: &ApplyArgs,
+    output: &Output,
+) -> Result<(Prepared, Plan), CliError> {
     let plan_error = |message: String| CliError::PlanFile {
         path: path.to_path_buf(),
         message,
@@ -395,17 +440,18 @@ async fn load_saved_plan(path: &Path, args: &SyncArgs, output: &Output) -> Resul
     }
 
     // Settings first: they decide what the source and remote mean.
-    let (settings, _, _) = resolve_settings(args)?;
+    let (sync, change) = settings_from_plan(&plan, args);
+    let (settings, _, _) = resolve_settings(&sync, Some(&change))?;
     let mut reasons: Vec<String> = plan
         .settings
         .differences(&settings)
         .into_iter()
         .map(|difference| format!("configuration changed: {difference}"))
         .collect();
-    if plan.source.reference != args.reference {
+    if plan.source.reference != sync.reference {
         reasons.push(format!(
             "configuration changed: ref: {:?} -> {:?}",
-            plan.source.reference, args.reference
+            plan.source.reference, sync.reference
         ));
     }
     if !reasons.is_empty() {
@@ -413,8 +459,11 @@ async fn load_saved_plan(path: &Path, args: &SyncArgs, output: &Output) -> Resul
     }
 
     // The ref must still point at the planned commit.
-    let cache_dir = args.cache_dir.clone().unwrap_or_else(source::default_cache_dir);
-    let repo = source::open(&args.repo, &cache_dir)?;
+    let cache_dir = sync
+        .cache_dir
+        .clone()
+        .unwrap_or_else(source::default_cache_dir);
+    let repo = source::open(&sync.repo, &cache_dir)?;
     let current = source::resolve_commit(&repo, &plan.source.reference)?.to_string();
     if current != plan.source.commit {
         return Err(CliError::StalePlan {
@@ -429,15 +478,32 @@ async fn load_saved_plan(path: &Path, args: &SyncArgs, output: &Output) -> Resul
     drop(repo);
 
     // Every key the plan touches must be as the plan saw it.
-    let prepared = prepare(args, output, Some(&plan.source.commit)).await?;
+    let prepared = prepare(
+        &sync,
+        Some(&change),
+        output,
+        Some(&plan.source.commit),
+        true,
+    )
+    .await?;
     for change in &plan.changes {
-        let now = prepared.actual.objects.get(&change.key).and_then(|object| object.etag.clone());
+        let now = prepared
+            .actual
+            .objects
+            .get(&change.key)
+            .and_then(|object| object.etag.clone());
         let existed = prepared.actual.objects.contains_key(&change.key);
         let planned_absent = change.action == plan::Action::Create;
         if planned_absent && existed {
-            reasons.push(format!("remote changed: {} was created since the plan was made", change.key));
+            reasons.push(format!(
+                "remote changed: {} was created since the plan was made",
+                change.key
+            ));
         } else if !planned_absent && !existed {
-            reasons.push(format!("remote changed: {} was removed since the plan was made", change.key));
+            reasons.push(format!(
+                "remote changed: {} was removed since the plan was made",
+                change.key
+            ));
         } else if !planned_absent && now != change.remote_etag {
             reasons.push(format!(
                 "remote changed: {} (ETag {} when planned, now {})",
@@ -451,11 +517,51 @@ async fn load_saved_plan(path: &Path, args: &SyncArgs, output: &Output) -> Resul
         return Err(CliError::StalePlan { reasons });
     }
     output.status(format!(
-        "Saved plan {} still holds: {}",
+        "Saved plan {} is still valid. {}",
         path.display(),
         plan::summary_line(&plan.summary)
     ));
     Ok((prepared, plan))
+}
+
+/// Fills every option that was not given explicitly from the saved plan.
+fn settings_from_plan(plan: &Plan, args: &ApplyArgs) -> (SyncArgs, ChangeArgs) {
+    let given = |id: &str| args.explicit.iter().any(|explicit| explicit == id);
+    let mut sync = args.sync.clone();
+    let mut change = args.change.clone();
+    let saved = &plan.settings;
+
+    if !given("repo") {
+        sync.repo = saved.repo.clone();
+    }
+    if !given("reference") {
+        sync.reference = plan.source.reference.clone();
+    }
+    if !given("root") {
+        sync.root = saved.root.clone();
+    }
+    if !given("include") {
+        sync.include = saved.include.clone();
+    }
+    if !given("exclude") {
+        sync.exclude = saved.exclude.clone();
+    }
+    if !given("target") {
+        sync.target = saved.target.clone();
+    }
+    if !given("endpoint") {
+        sync.endpoint = saved.endpoint.clone();
+    }
+    if !given("front_matter") {
+        sync.front_matter = saved.front_matter;
+    }
+    if !given("delete_mode") {
+        change.delete_mode = saved.delete_mode;
+    }
+    if !given("archive_prefix") {
+        change.archive_prefix = saved.archive_prefix.clone();
+    }
+    (sync, change)
 }
 
 /// One difference between the bucket and the commit, as `check` reports it.
@@ -476,7 +582,7 @@ struct CheckResult<'a> {
 }
 
 async fn check_command(args: &CheckArgs, output: &Output) -> Result<ExitCode, CliError> {
-    let prepared = prepare(&args.sync, output, None).await?;
+    let prepared = prepare(&args.sync, None, output, None, false).await?;
     // Drift is reported whatever its size, and a foreign object in a
     // desired key is drift too.
     let plan = make_plan(&prepared, usize::MAX, true)?;
@@ -488,11 +594,19 @@ async fn check_command(args: &CheckArgs, output: &Output) -> Result<ExitCode, Cl
             key: &change.key,
             problem: match change.action {
                 plan::Action::Create => "missing from the bucket".to_string(),
+                plan::Action::Update if change.reason == Some(plan::Reason::Adopt) => {
+                    "exists but was not written by r2sync".to_string()
+                }
                 plan::Action::Update => format!(
                     "differs from the commit ({})",
-                    change.reason.map(|reason| reason.to_string()).unwrap_or_default()
+                    change
+                        .reason
+                        .map(|reason| reason.to_string())
+                        .unwrap_or_default()
                 ),
-                plan::Action::Archive | plan::Action::Delete => "in the bucket but not in the commit".to_string(),
+                plan::Action::Archive | plan::Action::Delete => {
+                    "in the bucket but not in the commit".to_string()
+                }
             },
         })
         .collect();
@@ -516,17 +630,22 @@ async fn check_command(args: &CheckArgs, output: &Output) -> Result<ExitCode, Cl
         ));
     } else {
         println!(
-            "Drift: {} differs from {} in {} keys:",
+            "Drift: {} differs from {} in {} {}:",
             plan.settings.target,
             plan::short_commit(&plan.source.commit),
-            drift.len()
+            drift.len(),
+            if drift.len() == 1 { "key" } else { "keys" }
         );
         for item in &drift {
             println!("  {}: {}", item.key, item.problem);
         }
     }
 
-    Ok(if in_sync { ExitCode::Success } else { ExitCode::Changes })
+    Ok(if in_sync {
+        ExitCode::Success
+    } else {
+        ExitCode::Changes
+    })
 }
 
 fn print_json(value: &impl Serialize) {

@@ -5,15 +5,16 @@ mod output;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::DeleteMode;
 use crate::markdown::FrontMatterMode;
 
 pub use commands::{run, CliError};
 
-/// Default target when none is given: a directory beside the current one,
-/// so that a first run needs no server and no credentials.
+/// Default target when none is given: a directory in the current one, so
+/// that a first run needs no server and no credentials.
 pub const DEFAULT_TARGET: &str = "file://./r2sync-bucket";
 
 /// Process exit codes.
@@ -57,15 +58,16 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Detect drift: exit 0 when the bucket matches the commit, 2 when not.
     Check(CheckArgs),
-    /// The same as `apply --yes`, for scripts that expect this name.
+    /// The same as `apply --yes` (for any target), for scripts that expect this name.
     #[command(name = "sync-cloudflare-r2")]
-    SyncCloudflareR2(SyncArgs),
+    SyncCloudflareR2(SyncAlias),
 }
 
 /// Options shared by every command: the source, the target and how to reach it.
 #[derive(Debug, Clone, Args)]
 pub struct SyncArgs {
-    /// Repository: a local path (bare or not), a bundle file, or a URL.
+    /// Repository: a local path (bare or not), a bundle file, or a URL that
+    /// git can fetch (https://, ssh://, file://), cached under --cache-dir.
     #[arg(long, default_value = ".", env = "R2SYNC_REPO")]
     pub repo: String,
 
@@ -86,7 +88,8 @@ pub struct SyncArgs {
     #[arg(long = "exclude", value_name = "GLOB")]
     pub exclude: Vec<String>,
 
-    /// Destination: r2://BUCKET/PREFIX, s3://BUCKET/PREFIX or file:///DIR.
+    /// Destination: r2://BUCKET/PREFIX, s3://BUCKET/PREFIX, or a local
+    /// directory as file:///ABSOLUTE/DIR or file://./RELATIVE/DIR.
     #[arg(long, default_value = DEFAULT_TARGET, env = "R2SYNC_TARGET")]
     pub target: String,
 
@@ -102,6 +105,22 @@ pub struct SyncArgs {
     #[arg(long, value_enum, default_value_t = FrontMatterMode::Strip)]
     pub front_matter: FrontMatterMode,
 
+    /// Retries per request on throttling, 5xx and connection errors.
+    #[arg(long, default_value_t = 5)]
+    pub retries: usize,
+
+    /// Timeout per request, in seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub timeout: u64,
+
+    /// Cache directory for repositories fetched from URLs.
+    #[arg(long, env = "R2SYNC_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Options that decide what happens to objects, for plan and apply.
+#[derive(Debug, Clone, Args)]
+pub struct ChangeArgs {
     /// What happens to objects whose source file is gone.
     #[arg(long, value_enum, default_value_t = DeleteMode::Archive)]
     pub delete_mode: DeleteMode,
@@ -117,24 +136,15 @@ pub struct SyncArgs {
     /// Overwrite objects that exist at a desired key but were not written by r2sync.
     #[arg(long)]
     pub adopt: bool,
-
-    /// Retries per request on throttling, 5xx and connection errors.
-    #[arg(long, default_value_t = 5)]
-    pub retries: usize,
-
-    /// Timeout per request, in seconds.
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
-    pub timeout: u64,
-
-    /// Cache directory for repositories fetched from URLs.
-    #[arg(long, env = "R2SYNC_CACHE_DIR")]
-    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
     #[command(flatten)]
     pub sync: SyncArgs,
+
+    #[command(flatten)]
+    pub change: ChangeArgs,
 
     /// Save the plan to FILE for a later `r2sync apply FILE`.
     #[arg(long, value_name = "FILE")]
@@ -157,6 +167,9 @@ pub struct ApplyArgs {
     #[command(flatten)]
     pub sync: SyncArgs,
 
+    #[command(flatten)]
+    pub change: ChangeArgs,
+
     /// Apply without asking for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -164,6 +177,11 @@ pub struct ApplyArgs {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+
+    /// Ids of the options given on the command line or through the
+    /// environment; a saved plan supplies the others.
+    #[arg(skip)]
+    pub explicit: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -174,4 +192,40 @@ pub struct CheckArgs {
     /// Print the drift report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncAlias {
+    #[command(flatten)]
+    pub sync: SyncArgs,
+
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+/// Parses the command line and records, for `apply`, which options were
+/// given rather than defaulted.
+pub fn parse() -> Result<Cli, clap::Error> {
+    let mut matches = Cli::command().try_get_matches()?;
+
+    // Read the value sources before the values are moved out of the matches.
+    let explicit: Vec<String> = match matches.subcommand_matches("apply") {
+        Some(sub) => sub
+            .ids()
+            .filter(|id| {
+                matches!(
+                    sub.value_source(id.as_str()),
+                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                )
+            })
+            .map(|id| id.to_string())
+            .collect(),
+        None => Vec::new(),
+    };
+
+    let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
+    if let Command::Apply(args) = &mut cli.command {
+        args.explicit = explicit;
+    }
+    Ok(cli)
 }

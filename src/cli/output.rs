@@ -28,6 +28,11 @@ impl Output {
         }
     }
 
+    /// Whether `--quiet` is set.
+    pub fn quiet(&self) -> bool {
+        self.quiet
+    }
+
     /// Whether the plan printed on stdout may use colors.
     pub fn color(&self) -> bool {
         self.color

@@ -5,8 +5,8 @@
 //! words on write and encodes them again on read, while Garage and moto store
 //! the text as sent; decoding on read makes both look the same to the planner.
 
-use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 
 /// Raw bytes per encoded word, so that each word stays under the 75
 /// characters RFC 2047 allows.
@@ -15,9 +15,7 @@ const BYTES_PER_WORD: usize = 45;
 /// Encodes `value` for an `x-amz-meta-*` header. Visible ASCII without
 /// leading or trailing spaces is sent unchanged.
 pub fn encode(value: &str) -> String {
-    let plain = value
-        .bytes()
-        .all(|byte| (b' '..=b'~').contains(&byte))
+    let plain = value.bytes().all(|byte| (b' '..=b'~').contains(&byte))
         && !value.starts_with(' ')
         && !value.ends_with(' ')
         && !value.starts_with("=?");
@@ -32,7 +30,10 @@ pub fn encode(value: &str) -> String {
         while !value.is_char_boundary(end) {
             end -= 1;
         }
-        words.push(format!("=?UTF-8?B?{}?=", STANDARD.encode(&value[start..end])));
+        words.push(format!(
+            "=?UTF-8?B?{}?=",
+            STANDARD.encode(&value[start..end])
+        ));
         start = end;
     }
     words.join(" ")
@@ -64,7 +65,12 @@ mod tests {
 
     #[test]
     fn non_ascii_round_trips() {
-        for value in ["Café ☕", "日本語のタイトル", " leading space", "=?looks encoded?="] {
+        for value in [
+            "Café ☕",
+            "日本語のタイトル",
+            " leading space",
+            "=?looks encoded?=",
+        ] {
             let encoded = encode(value);
             assert!(encoded.is_ascii(), "{encoded}");
             assert_eq!(decode(&encoded), value);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -34,10 +34,20 @@ const LOCAL_METADATA_DIR: &str = ".r2sync-meta";
 /// Errors of the remote stage, each naming the key or target involved.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    #[error("{key}: changed on the remote since it was planned (precondition failed); run plan again")]
+    #[error(
+        "{key}: changed on the remote since it was planned (precondition failed); run plan again"
+    )]
     Precondition { key: String },
     #[error("{key}: was created on the remote since it was planned; run plan again")]
     AlreadyExists { key: String },
+    #[error(
+        "cannot list {target}: {source}; check the bucket name, --endpoint and the credentials"
+    )]
+    List {
+        target: String,
+        #[source]
+        source: object_store::Error,
+    },
     #[error("{operation} {key}: {source}")]
     Store {
         operation: &'static str,
@@ -76,7 +86,7 @@ pub struct Listed {
 }
 
 /// An object's headers and user metadata, as a HEAD request returns them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectHead {
     pub etag: Option<String>,
     pub size: u64,
@@ -101,6 +111,8 @@ enum Backend {
     S3(Arc<dyn ObjectStore>),
     /// A directory; headers and metadata live in side files.
     Local(Arc<LocalFileSystem>),
+    /// A directory that does not exist yet, read as empty by plan and check.
+    LocalMissing(PathBuf),
 }
 
 /// A connected target: a store and the key prefix r2sync manages in it.
@@ -125,10 +137,14 @@ fn parse_key(key: &str) -> Result<Path, RemoteError> {
 
 impl Remote {
     /// Connects to `target`. No request is sent until the first operation.
+    ///
+    /// A local directory that does not exist is created only when
+    /// `create_local_dir` is set (by apply); plan and check read it as empty.
     pub fn connect(
         target: &Target,
         credentials: &Credentials,
         policy: &RequestPolicy,
+        create_local_dir: bool,
     ) -> Result<Self, RemoteError> {
         let setup_error = |message: String| RemoteError::Setup {
             target: target.to_string(),
@@ -136,6 +152,9 @@ impl Remote {
         };
 
         let backend = match &target.kind {
+            TargetKind::Local { dir } if !dir.exists() && !create_local_dir => {
+                Backend::LocalMissing(dir.clone())
+            }
             TargetKind::Local { dir } => {
                 std::fs::create_dir_all(dir).map_err(|err| {
                     setup_error(format!("cannot create directory {}: {err}", dir.display()))
@@ -150,7 +169,11 @@ impl Remote {
                 let client_options = ClientOptions::new()
                     .with_timeout(policy.timeout)
                     .with_connect_timeout(policy.timeout.min(Duration::from_secs(10)))
-                    .with_allow_http(endpoint.as_deref().is_some_and(|url| url.starts_with("http://")));
+                    .with_allow_http(
+                        endpoint
+                            .as_deref()
+                            .is_some_and(|url| url.starts_with("http://")),
+                    );
                 let retry = RetryConfig {
                     backoff: BackoffConfig::default(),
                     max_retries: policy.retries,
@@ -180,7 +203,9 @@ impl Remote {
                 if let Some(token) = &credentials.session_token {
                     builder = builder.with_token(token.expose());
                 }
-                let store = builder.build().map_err(|err| setup_error(err.to_string()))?;
+                let store = builder
+                    .build()
+                    .map_err(|err| setup_error(err.to_string()))?;
                 Backend::S3(Arc::new(store))
             }
         };
@@ -202,15 +227,33 @@ impl Remote {
         crate::manifest::object_key(&self.prefix, INTERNAL_DIR)
     }
 
-    fn store(&self) -> Arc<dyn ObjectStore> {
+    /// A status line worth showing about the target, if any.
+    pub fn note(&self) -> Option<String> {
         match &self.backend {
-            Backend::S3(store) => store.clone(),
-            Backend::Local(store) => store.clone(),
+            Backend::LocalMissing(dir) => Some(format!(
+                "Target directory {} does not exist yet; apply creates it.",
+                dir.display()
+            )),
+            _ => None,
+        }
+    }
+
+    fn store(&self) -> Result<Arc<dyn ObjectStore>, RemoteError> {
+        match &self.backend {
+            Backend::S3(store) => Ok(store.clone()),
+            Backend::Local(store) => Ok(store.clone()),
+            Backend::LocalMissing(dir) => Err(RemoteError::Setup {
+                target: self.display.clone(),
+                message: format!("directory {} does not exist", dir.display()),
+            }),
         }
     }
 
     /// Lists every object under the prefix, following pagination.
     pub async fn list(&self) -> Result<Vec<Listed>, RemoteError> {
+        if let Backend::LocalMissing(_) = self.backend {
+            return Ok(Vec::new());
+        }
         let started = Instant::now();
         let prefix = if self.prefix.is_empty() {
             None
@@ -218,13 +261,12 @@ impl Remote {
             Some(parse_key(&self.prefix)?)
         };
 
-        let store = self.store();
+        let store = self.store()?;
         let mut stream = store.list(prefix.as_ref());
         let mut listed = Vec::new();
         while let Some(meta) = stream.next().await {
-            let meta = meta.map_err(|source| RemoteError::Store {
-                operation: "list",
-                key: self.prefix.clone(),
+            let meta = meta.map_err(|source| RemoteError::List {
+                target: self.display.clone(),
                 source,
             })?;
             let key = meta.location.to_string();
@@ -251,6 +293,9 @@ impl Remote {
     /// Reads an object's headers and user metadata, or `None` when the
     /// key does not exist.
     pub async fn head(&self, key: &str) -> Result<Option<ObjectHead>, RemoteError> {
+        if let Backend::LocalMissing(_) = self.backend {
+            return Ok(None);
+        }
         let span = tracing::debug_span!("head", key);
         async {
             let started = Instant::now();
@@ -259,7 +304,7 @@ impl Remote {
                 head: true,
                 ..Default::default()
             };
-            let result = match self.store().get_opts(&path, options).await {
+            let result = match self.store()?.get_opts(&path, options).await {
                 Ok(result) => result,
                 Err(object_store::Error::NotFound { .. }) => return Ok(None),
                 Err(source) => {
@@ -289,14 +334,17 @@ impl Remote {
                         }
                     }
                 }
-                Backend::Local(_) => {
+                Backend::Local(_) | Backend::LocalMissing(_) => {
                     if let Some(side) = self.read_local_metadata(key).await? {
                         head.content_type = side.content_type;
                         head.metadata = side.metadata;
                     }
                 }
             }
-            tracing::trace!(latency_ms = started.elapsed().as_millis() as u64, "head {key}");
+            tracing::trace!(
+                latency_ms = started.elapsed().as_millis() as u64,
+                "head {key}"
+            );
             Ok(Some(head))
         }
         .instrument(span)
@@ -305,13 +353,16 @@ impl Remote {
 
     /// Reads a whole object, or `None` when the key does not exist.
     pub async fn get(&self, key: &str) -> Result<Option<(Bytes, Option<String>)>, RemoteError> {
+        if let Backend::LocalMissing(_) = self.backend {
+            return Ok(None);
+        }
         let path = parse_key(key)?;
         let store_error = |source| RemoteError::Store {
             operation: "get",
             key: key.to_string(),
             source,
         };
-        let result = match self.store().get(&path).await {
+        let result = match self.store()?.get(&path).await {
             Ok(result) => result,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(source) => return Err(store_error(source)),
@@ -339,7 +390,10 @@ impl Remote {
             let result = match &self.backend {
                 Backend::S3(store) => {
                     let mut attributes = Attributes::new();
-                    attributes.insert(Attribute::ContentType, AttributeValue::from(content_type.to_string()));
+                    attributes.insert(
+                        Attribute::ContentType,
+                        AttributeValue::from(content_type.to_string()),
+                    );
                     for (name, value) in user_metadata {
                         attributes.insert(
                             Attribute::Metadata(name.clone().into()),
@@ -357,8 +411,21 @@ impl Remote {
                         .map(|result| result.e_tag.as_deref().map(normalize_etag))
                 }
                 Backend::Local(store) => {
-                    self.put_local(store, key, &path, body, content_type, user_metadata, &condition)
-                        .await
+                    self.put_local(
+                        store,
+                        key,
+                        &path,
+                        body,
+                        content_type,
+                        user_metadata,
+                        &condition,
+                    )
+                    .await
+                }
+                Backend::LocalMissing(_) => {
+                    // store() reports the missing directory.
+                    self.store()?;
+                    unreachable!("a missing local directory has no store");
                 }
             };
             let latency_ms = started.elapsed().as_millis() as u64;
@@ -425,7 +492,7 @@ impl Remote {
             key: key.to_string(),
             source,
         })?;
-        let bytes = match self.store().get(&path).await {
+        let bytes = match self.store()?.get(&path).await {
             Ok(result) => result.bytes().await,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(err) => Err(err),
@@ -448,7 +515,7 @@ impl Remote {
         let span = tracing::info_span!("copy", key = from, to);
         async {
             let started = Instant::now();
-            let store = self.store();
+            let store = self.store()?;
             let copy_error = |source| classify(from, "copy", source);
             store
                 .copy(&parse_key(from)?, &parse_key(to)?)
@@ -462,7 +529,10 @@ impl Remote {
                     Err(err) => return Err(copy_error(err)),
                 }
             }
-            tracing::debug!(latency_ms = started.elapsed().as_millis() as u64, "copied {from} to {to}");
+            tracing::debug!(
+                latency_ms = started.elapsed().as_millis() as u64,
+                "copied {from} to {to}"
+            );
             Ok(())
         }
         .instrument(span)
@@ -494,8 +564,26 @@ impl Remote {
         // The bulk API reports failures per key, but not every error names
         // its key, so any key not confirmed is a failure with the first
         // error seen.
+        let store = match self.store() {
+            Ok(store) => store,
+            Err(err) => {
+                let message = err.to_string();
+                return keys
+                    .iter()
+                    .map(|key| {
+                        (
+                            key.clone(),
+                            Err(RemoteError::Delete {
+                                key: key.clone(),
+                                message: message.clone(),
+                            }),
+                        )
+                    })
+                    .collect();
+            }
+        };
         let input = futures::stream::iter(paths.into_iter().map(Ok)).boxed();
-        let results: Vec<_> = self.store().delete_stream(input).collect().await;
+        let results: Vec<_> = store.delete_stream(input).collect().await;
         let mut confirmed = std::collections::BTreeSet::new();
         let mut first_error = None;
         for result in results {
@@ -524,7 +612,9 @@ impl Remote {
                 } else {
                     Err(RemoteError::Delete {
                         key: key.clone(),
-                        message: first_error.clone().unwrap_or_else(|| "not confirmed by the server".into()),
+                        message: first_error
+                            .clone()
+                            .unwrap_or_else(|| "not confirmed by the server".into()),
                     })
                 };
                 (key.clone(), outcome)
@@ -533,48 +623,33 @@ impl Remote {
         tracing::info!(
             keys = keys.len(),
             latency_ms = started.elapsed().as_millis() as u64,
-            "deleted {} keys", keys.len()
+            "deleted {} keys",
+            keys.len()
         );
         outcomes
     }
 
     /// Writes a small internal object (the state manifest) unconditionally
     /// and returns its ETag.
-    pub async fn put_internal(&self, key: &str, body: Bytes) -> Result<Option<String>, RemoteError> {
+    pub async fn put_internal(
+        &self,
+        key: &str,
+        body: Bytes,
+    ) -> Result<Option<String>, RemoteError> {
         let path = parse_key(key)?;
-        let store = self.store();
+        let store = self.store()?;
         let mut options = PutOptions::default();
         if let Backend::S3(_) = self.backend {
-            options
-                .attributes
-                .insert(Attribute::ContentType, AttributeValue::from("application/json"));
+            options.attributes.insert(
+                Attribute::ContentType,
+                AttributeValue::from("application/json"),
+            );
         }
         store
             .put_opts(&path, PutPayload::from(body), options)
             .await
             .map(|result| result.e_tag.as_deref().map(normalize_etag))
             .map_err(|source| classify(key, "put", source))
-    }
-
-    /// Lists keys below `prefix` regardless of the managed prefix.
-    pub async fn list_keys_under(&self, prefix: &str) -> Result<Vec<Listed>, RemoteError> {
-        let path = parse_key(prefix)?;
-        let listed: Vec<_> = self
-            .store()
-            .list(Some(&path))
-            .map_ok(|meta| Listed {
-                key: meta.location.to_string(),
-                size: meta.size,
-                etag: meta.e_tag.as_deref().map(normalize_etag),
-            })
-            .try_collect()
-            .await
-            .map_err(|source| RemoteError::Store {
-                operation: "list",
-                key: prefix.to_string(),
-                source,
-            })?;
-        Ok(listed)
     }
 }
 
@@ -598,8 +673,12 @@ fn put_mode(condition: &Condition) -> PutMode {
 /// Maps the precondition outcomes of object_store to their own variants.
 fn classify(key: &str, operation: &'static str, source: object_store::Error) -> RemoteError {
     match source {
-        object_store::Error::Precondition { .. } => RemoteError::Precondition { key: key.to_string() },
-        object_store::Error::AlreadyExists { .. } => RemoteError::AlreadyExists { key: key.to_string() },
+        object_store::Error::Precondition { .. } => RemoteError::Precondition {
+            key: key.to_string(),
+        },
+        object_store::Error::AlreadyExists { .. } => RemoteError::AlreadyExists {
+            key: key.to_string(),
+        },
         source => RemoteError::Store {
             operation,
             key: key.to_string(),

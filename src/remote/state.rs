@@ -13,7 +13,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{Listed, Remote, RemoteError};
-use crate::manifest::{Fingerprint, META_BODY, META_HASH, META_HEADERS};
+use crate::manifest::{self, Fingerprint, META_BODY, META_HASH, META_HEADERS, META_PREFIX};
 
 pub const STATE_FORMAT: &str = "r2sync-state";
 pub const STATE_VERSION: u32 = 1;
@@ -83,6 +83,10 @@ pub struct ActualState {
     pub head_requests: usize,
 }
 
+/// A listed object with its HEAD result (`None` when it vanished) and, when
+/// its body had to be verified, the blake3 hash of the body.
+type Resolved = (Listed, Option<super::ObjectHead>, Option<String>);
+
 /// Key of the state manifest for a remote.
 pub fn manifest_key(remote: &Remote) -> String {
     format!("{}/{STATE_FILE}", remote.internal_prefix())
@@ -95,16 +99,18 @@ pub async fn read_actual(remote: &Remote, concurrency: usize) -> Result<ActualSt
     let internal = format!("{}/", remote.internal_prefix());
     let manifest_key = manifest_key(remote);
 
-    // Split the listing into managed space and r2sync's own folder.
+    // Split the listing into documents and r2sync's folders: its own and
+    // those of other targets nested below this prefix.
     let mut objects_listed = Vec::with_capacity(listed.len());
     let mut manifest_listed = None;
     for entry in listed {
         if entry.key == manifest_key {
             manifest_listed = Some(entry);
-        } else if !entry.key.starts_with(&internal) {
+        } else if !entry.key.starts_with(&internal) && !is_internal_key(&entry.key) {
             objects_listed.push(entry);
         }
     }
+    let own_prefix = manifest::prefix_metadata(remote.prefix());
 
     let (manifest_status, manifest, manifest_etag) = match manifest_listed {
         None => (ManifestStatus::Missing, None, None),
@@ -118,7 +124,9 @@ pub async fn read_actual(remote: &Remote, concurrency: usize) -> Result<ActualSt
     for entry in objects_listed {
         let vouched = entries
             .and_then(|entries| entries.get(&entry.key))
-            .filter(|known| known.size == entry.size && known.etag.is_some() && known.etag == entry.etag);
+            .filter(|known| {
+                known.size == entry.size && known.etag.is_some() && known.etag == entry.etag
+            });
         match vouched {
             Some(known) => {
                 objects.insert(
@@ -145,7 +153,7 @@ pub async fn read_actual(remote: &Remote, concurrency: usize) -> Result<ActualSt
             "reading metadata of {head_requests} objects the state manifest does not cover"
         );
     }
-    let resolved: Vec<Result<(Listed, Option<super::ObjectHead>, Option<String>), RemoteError>> =
+    let resolved: Vec<Result<Resolved, RemoteError>> =
         futures::stream::iter(unresolved.into_iter().map(|entry| async move {
             let in_manifest = entries.is_some_and(|entries| entries.contains_key(&entry.key));
             let Some(head) = remote.head(&entry.key).await? else {
@@ -172,7 +180,9 @@ pub async fn read_actual(remote: &Remote, concurrency: usize) -> Result<ActualSt
         // A key that vanished between listing and HEAD is simply absent.
         let Some(head) = head else { continue };
         let in_manifest = entries.is_some_and(|entries| entries.contains_key(&entry.key));
-        let mut fingerprint = fingerprint_from_metadata(&head.metadata);
+        // Metadata written for another target's prefix is not ours.
+        let mut fingerprint = fingerprint_from_metadata(&head.metadata)
+            .filter(|_| head.metadata.get(META_PREFIX) == Some(&own_prefix));
         if let (Some(claimed), Some(actual)) = (fingerprint.as_mut(), body_hash) {
             if claimed.body != actual {
                 tracing::info!(key = %entry.key, "body differs from its r2sync metadata");
@@ -224,7 +234,10 @@ async fn load_manifest(
 fn parse_manifest(bytes: &Bytes) -> Result<StateManifest, String> {
     let manifest: StateManifest = serde_json::from_slice(bytes).map_err(|err| err.to_string())?;
     if manifest.format != STATE_FORMAT {
-        return Err(format!("format is {:?}, expected {STATE_FORMAT:?}", manifest.format));
+        return Err(format!(
+            "format is {:?}, expected {STATE_FORMAT:?}",
+            manifest.format
+        ));
     }
     if manifest.version != STATE_VERSION {
         return Err(format!(
@@ -233,6 +246,12 @@ fn parse_manifest(bytes: &Bytes) -> Result<StateManifest, String> {
         ));
     }
     Ok(manifest)
+}
+
+/// Tells whether a key lies in an r2sync folder (`.../.r2sync/...`) of any
+/// target, which no target manages as a document.
+pub fn is_internal_key(key: &str) -> bool {
+    key.split('/').any(|segment| segment == super::INTERNAL_DIR)
 }
 
 /// Reads r2sync's fingerprint from user metadata, if all parts are there.
@@ -245,9 +264,14 @@ pub fn fingerprint_from_metadata(metadata: &BTreeMap<String, String>) -> Option<
 }
 
 /// Writes the state manifest and returns its ETag.
-pub async fn write_manifest(remote: &Remote, manifest: &StateManifest) -> Result<Option<String>, RemoteError> {
+pub async fn write_manifest(
+    remote: &Remote,
+    manifest: &StateManifest,
+) -> Result<Option<String>, RemoteError> {
     let body = serde_json::to_vec_pretty(manifest).expect("state manifest serializes");
-    remote.put_internal(&manifest_key(remote), Bytes::from(body)).await
+    remote
+        .put_internal(&manifest_key(remote), Bytes::from(body))
+        .await
 }
 
 #[cfg(test)]
@@ -267,6 +291,14 @@ mod tests {
     }
 
     #[test]
+    fn nested_internal_folders_are_internal() {
+        assert!(is_internal_key("site/.r2sync/state.json"));
+        assert!(is_internal_key(".r2sync/archive/x/a.md"));
+        assert!(!is_internal_key("site/r2sync/a.md"));
+        assert!(!is_internal_key("site/.r2sync.md"));
+    }
+
+    #[test]
     fn fingerprint_needs_all_parts() {
         let mut metadata = BTreeMap::from([
             (META_HASH.to_string(), "h".to_string()),
@@ -276,5 +308,4 @@ mod tests {
         metadata.insert(META_HEADERS.to_string(), "x".to_string());
         assert_eq!(fingerprint_from_metadata(&metadata).unwrap().hash, "h");
     }
-
 }

@@ -39,7 +39,9 @@ pub fn servers() -> Vec<Server> {
             let upper = name.to_ascii_uppercase();
             let var = |field: &str| {
                 let key = format!("R2SYNC_TEST_{upper}_{field}");
-                std::env::var(&key).unwrap_or_else(|_| panic!("{key} is not set; start the servers with tests/run.sh"))
+                std::env::var(&key).unwrap_or_else(|_| {
+                    panic!("{key} is not set; start the servers with tests/run.sh")
+                })
             };
             Server {
                 name: name.to_string(),
@@ -57,7 +59,9 @@ pub fn servers() -> Vec<Server> {
             std::env::var("R2SYNC_TEST_REQUIRE_SERVERS").as_deref() != Ok("1"),
             "R2SYNC_TEST_REQUIRE_SERVERS=1 but R2SYNC_TEST_SERVERS is empty"
         );
-        eprintln!("skipping: no S3 test servers configured; run the suite with `bash tests/run.sh`");
+        eprintln!(
+            "skipping: no S3 test servers configured; run the suite with `bash tests/run.sh`"
+        );
     }
     servers
 }
@@ -148,7 +152,9 @@ impl Bucket {
             .attributes
             .iter()
             .filter_map(|(attribute, value)| match attribute {
-                object_store::Attribute::Metadata(name) => Some((name.to_string(), value.to_string())),
+                object_store::Attribute::Metadata(name) => {
+                    Some((name.to_string(), value.to_string()))
+                }
                 _ => None,
             })
             .collect()
@@ -184,7 +190,10 @@ impl Bucket {
     /// Writes an object with no r2sync metadata, as another tool would.
     pub async fn put_plain(&self, key: &str, body: &[u8]) {
         self.store
-            .put(&StorePath::parse(key).unwrap(), PutPayload::from(body.to_vec()))
+            .put(
+                &StorePath::parse(key).unwrap(),
+                PutPayload::from(body.to_vec()),
+            )
             .await
             .unwrap_or_else(|err| panic!("PUT {key}: {err}"));
     }
@@ -203,7 +212,12 @@ pub fn r2sync(server: Option<&Server>, workdir: &Path) -> Command {
     let mut command = Command::cargo_bin("r2sync").unwrap();
     command.current_dir(workdir);
     for (name, _) in std::env::vars() {
-        if name.starts_with("AWS_") || name.starts_with("R2_") || name.starts_with("R2SYNC_") || name == "CLOUDFLARE_ACCOUNT_ID" || name == "RUST_LOG" {
+        if name.starts_with("AWS_")
+            || name.starts_with("R2_")
+            || name.starts_with("R2SYNC_")
+            || name == "CLOUDFLARE_ACCOUNT_ID"
+            || name == "RUST_LOG"
+        {
             command.env_remove(name);
         }
     }
@@ -302,9 +316,9 @@ impl GitRepo {
     }
 }
 
-/// Path of a corpus bundle beside the repository, or `None` (with a message)
-/// when `../shared/corpora` is absent. Under CI (`CI` set) a missing corpus
-/// is a failure, so that the end-to-end tests cannot pass by skipping.
+/// Returns the path of a corpus bundle beside the repository, or `None` with
+/// a message when it is absent. Under CI (`CI` set) a missing corpus is a
+/// failure, so that the end-to-end tests cannot pass by skipping.
 pub fn corpus(name: &str) -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -316,7 +330,7 @@ pub fn corpus(name: &str) -> Option<PathBuf> {
     } else {
         assert!(
             std::env::var_os("CI").is_none(),
-            "corpus {} not found; CI must run with ../shared beside the repository",
+            "corpus {} not found, and CI requires it",
             path.display()
         );
         eprintln!("skipping: corpus {} not found", path.display());
@@ -371,7 +385,8 @@ impl Fixture {
         let mut all = vec!["--yes", "--json"];
         all.extend_from_slice(args);
         let result = run_expect(&mut self.cmd("apply", &all), 0);
-        serde_json::from_str(&result.stdout).unwrap_or_else(|err| panic!("apply --json output: {err}\n{}", result.stdout))
+        serde_json::from_str(&result.stdout)
+            .unwrap_or_else(|err| panic!("apply --json output: {err}\n{}", result.stdout))
     }
 }
 
@@ -380,7 +395,11 @@ pub fn writes(result: &serde_json::Value) -> u64 {
     let writes = &result["writes"];
     ["put", "copy", "delete", "manifest"]
         .iter()
-        .map(|name| writes[name].as_u64().unwrap_or_else(|| panic!("writes.{name} missing in {result}")))
+        .map(|name| {
+            writes[name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("writes.{name} missing in {result}"))
+        })
         .sum()
 }
 
