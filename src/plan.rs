@@ -112,6 +112,29 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Wraps a comparison into a plan document.
+    pub fn new(
+        diff: Diff,
+        source: PlanSource,
+        settings: Settings,
+        created_at: DateTime<Utc>,
+    ) -> Self {
+        let summary = summarize(&diff);
+        Plan {
+            format: PLAN_FORMAT.to_string(),
+            version: PLAN_VERSION,
+            created_at,
+            source,
+            settings_fingerprint: settings.fingerprint(),
+            settings,
+            changes: diff.changes,
+            summary,
+            unmanaged: diff.unmanaged,
+            manifest_write: diff.manifest_write,
+            warnings: diff.warnings,
+        }
+    }
+
     pub fn has_changes(&self) -> bool {
         !self.changes.is_empty()
     }

@@ -694,3 +694,129 @@ fn nested_targets_leave_each_other_alone() {
         run_expect(&mut outer.cmd("check", &[]), 0);
     }
 }
+
+#[test]
+fn concurrent_change_stops_apply_cleanly() {
+    use r2sync::config::{Credentials, DeleteMode, Settings, Target};
+    use r2sync::plan::{self, ArchiveContext, Plan, PlanOptions, PlanSource};
+    use r2sync::remote::{state, Remote, RequestPolicy};
+
+    let runtime = common::runtime();
+    for server in common::servers() {
+        if !server.conditional_writes {
+            eprintln!(
+                "skipping on {}: it ignores If-Match, so a concurrent change is overwritten",
+                server.name
+            );
+            continue;
+        }
+        let fx = Fixture::new(&server, "race");
+        fx.repo.write("a.md", "# A\n");
+        fx.repo.write("gone.md", "# Gone\n");
+        fx.repo.commit("one");
+        fx.apply_json(&[]);
+        fx.repo.write("a.md", "# A2\n");
+        fx.repo.remove("gone.md");
+        let commit = fx.repo.commit("two");
+
+        // Plan in-process, as apply does.
+        let target = Target::parse(&common::target(&server, &fx.prefix)).unwrap();
+        let lookup = |name: &str| match name {
+            "R2_ACCESS_KEY_ID" => Some(server.access_key_id.clone()),
+            "R2_SECRET_ACCESS_KEY" => Some(server.secret_access_key.clone()),
+            "AWS_REGION" => Some(server.region.clone()),
+            _ => None,
+        };
+        let credentials = Credentials::resolve(&target, Some(&server.endpoint), &lookup).unwrap();
+        let policy = RequestPolicy {
+            retries: 1,
+            timeout: std::time::Duration::from_secs(10),
+        };
+        let remote = Remote::connect(&target, &credentials, &policy, true).unwrap();
+        let repo =
+            r2sync::source::open(fx.repo.path().to_str().unwrap(), fx.workdir.path()).unwrap();
+        let oid = r2sync::source::resolve_commit(&repo, &commit).unwrap();
+        let include: Vec<String> = r2sync::source::DEFAULT_INCLUDE
+            .iter()
+            .map(|glob| glob.to_string())
+            .collect();
+        let selector = r2sync::source::Selector::new(&include, &[]).unwrap();
+        let files = r2sync::source::select_files(&repo, oid, "", &selector).unwrap();
+        let desired = r2sync::manifest::build(
+            &repo,
+            &files,
+            &r2sync::manifest::DesiredOptions {
+                prefix: target.prefix.clone(),
+                front_matter: Default::default(),
+            },
+            || {},
+        )
+        .unwrap();
+        let actual = runtime.block_on(state::read_actual(&remote, 4)).unwrap();
+        let options = PlanOptions {
+            delete_mode: DeleteMode::Delete,
+            max_deletes: 10,
+            adopt: false,
+            archive_context: ArchiveContext {
+                prefix: target.prefix.clone(),
+                internal_prefix: remote.internal_prefix(),
+                archive_prefix: None,
+                stamp: "20260101T000000Z".into(),
+            },
+        };
+        let diff = plan::diff(&desired, &actual, &options).unwrap();
+        let settings = Settings {
+            repo: "test".into(),
+            root: String::new(),
+            include,
+            exclude: Vec::new(),
+            target: target.to_string(),
+            endpoint: Some(server.endpoint.clone()),
+            front_matter: Default::default(),
+            delete_mode: DeleteMode::Delete,
+            archive_prefix: None,
+        };
+        let source = PlanSource {
+            repo: "test".into(),
+            reference: "HEAD".into(),
+            commit,
+        };
+        let plan = Plan::new(diff, source, settings, chrono::Utc::now());
+        assert_eq!(plan.summary.update, 1);
+        assert_eq!(plan.summary.delete, 1);
+
+        // Someone else writes a.md after the plan was made.
+        runtime.block_on(fx.bucket.put_plain(&fx.key("a.md"), b"someone else"));
+        let report = runtime
+            .block_on(r2sync::apply::execute(
+                &plan,
+                &desired,
+                &actual,
+                &remote,
+                &r2sync::apply::ApplyOptions { concurrency: 4 },
+                &|| {},
+            ))
+            .unwrap();
+
+        // The conflicting write is rejected, nothing is removed, nothing clobbered.
+        assert!(!report.succeeded());
+        let stopped = report.stopped.as_deref().unwrap_or_default();
+        assert!(stopped.contains(&fx.key("a.md")), "{report:?}");
+        assert!(stopped.contains("precondition failed"), "{report:?}");
+        assert_eq!(report.deleted, 0);
+        assert_eq!(
+            runtime.block_on(fx.bucket.get(&fx.key("a.md"))),
+            b"someone else"
+        );
+        assert_eq!(
+            runtime.block_on(fx.bucket.get(&fx.key("gone.md"))),
+            b"# Gone\n"
+        );
+
+        // A new plan picks the change up and converges.
+        let result = fx.apply_json(&["--delete-mode", "delete"]);
+        assert_eq!(result["updated"], 1, "{result}");
+        assert_eq!(result["deleted"], 1, "{result}");
+        run_expect(&mut fx.cmd("check", &[]), 0);
+    }
+}

@@ -237,20 +237,12 @@ fn make_plan(prepared: &Prepared, max_deletes: usize, adopt: bool) -> Result<Pla
         },
     };
     let diff = plan::diff(&prepared.desired, &prepared.actual, &options)?;
-    let summary = plan::summarize(&diff);
-    Ok(Plan {
-        format: plan::PLAN_FORMAT.to_string(),
-        version: plan::PLAN_VERSION,
+    Ok(Plan::new(
+        diff,
+        prepared.source.clone(),
+        prepared.settings.clone(),
         created_at,
-        source: prepared.source.clone(),
-        settings_fingerprint: prepared.settings.fingerprint(),
-        settings: prepared.settings.clone(),
-        changes: diff.changes,
-        summary,
-        unmanaged: diff.unmanaged,
-        manifest_write: diff.manifest_write,
-        warnings: diff.warnings,
-    })
+    ))
 }
 
 async fn plan_command(args: &PlanArgs, output: &Output) -> Result<ExitCode, CliError> {
