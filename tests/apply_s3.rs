@@ -558,19 +558,7 @@ fn conditional_writes_reject_stale_etags() {
         }
         let fx = Fixture::new(&server, "conditional");
         let target = r2sync::config::Target::parse(&common::target(&server, &fx.prefix)).unwrap();
-        let lookup = |name: &str| match name {
-            "R2_ACCESS_KEY_ID" => Some(server.access_key_id.clone()),
-            "R2_SECRET_ACCESS_KEY" => Some(server.secret_access_key.clone()),
-            "AWS_REGION" => Some(server.region.clone()),
-            _ => None,
-        };
-        let credentials =
-            r2sync::config::Credentials::resolve(&target, Some(&server.endpoint), &lookup).unwrap();
-        let policy = r2sync::remote::RequestPolicy {
-            retries: 2,
-            timeout: std::time::Duration::from_secs(10),
-        };
-        let remote = r2sync::remote::Remote::connect(&target, &credentials, &policy, true).unwrap();
+        let remote = common::connect(&server, &target);
         let key = fx.key("race.md");
         let metadata = Default::default();
         use r2sync::remote::{Condition, RemoteError};
@@ -697,9 +685,9 @@ fn nested_targets_leave_each_other_alone() {
 
 #[test]
 fn concurrent_change_stops_apply_cleanly() {
-    use r2sync::config::{Credentials, DeleteMode, Settings, Target};
+    use r2sync::config::{DeleteMode, Settings, Target};
     use r2sync::plan::{self, ArchiveContext, Plan, PlanOptions, PlanSource};
-    use r2sync::remote::{state, Remote, RequestPolicy};
+    use r2sync::remote::state;
 
     let runtime = common::runtime();
     for server in common::servers() {
@@ -721,37 +709,8 @@ fn concurrent_change_stops_apply_cleanly() {
 
         // Plan in-process, as apply does.
         let target = Target::parse(&common::target(&server, &fx.prefix)).unwrap();
-        let lookup = |name: &str| match name {
-            "R2_ACCESS_KEY_ID" => Some(server.access_key_id.clone()),
-            "R2_SECRET_ACCESS_KEY" => Some(server.secret_access_key.clone()),
-            "AWS_REGION" => Some(server.region.clone()),
-            _ => None,
-        };
-        let credentials = Credentials::resolve(&target, Some(&server.endpoint), &lookup).unwrap();
-        let policy = RequestPolicy {
-            retries: 1,
-            timeout: std::time::Duration::from_secs(10),
-        };
-        let remote = Remote::connect(&target, &credentials, &policy, true).unwrap();
-        let repo =
-            r2sync::source::open(fx.repo.path().to_str().unwrap(), fx.workdir.path()).unwrap();
-        let oid = r2sync::source::resolve_commit(&repo, &commit).unwrap();
-        let include: Vec<String> = r2sync::source::DEFAULT_INCLUDE
-            .iter()
-            .map(|glob| glob.to_string())
-            .collect();
-        let selector = r2sync::source::Selector::new(&include, &[]).unwrap();
-        let files = r2sync::source::select_files(&repo, oid, "", &selector).unwrap();
-        let desired = r2sync::manifest::build(
-            &repo,
-            &files,
-            &r2sync::manifest::DesiredOptions {
-                prefix: target.prefix.clone(),
-                front_matter: Default::default(),
-            },
-            || {},
-        )
-        .unwrap();
+        let remote = common::connect(&server, &target);
+        let desired = common::desired_state(fx.repo.path(), &commit, "", &target.prefix);
         let actual = runtime.block_on(state::read_actual(&remote, 4)).unwrap();
         let options = PlanOptions {
             delete_mode: DeleteMode::Delete,
@@ -768,7 +727,7 @@ fn concurrent_change_stops_apply_cleanly() {
         let settings = Settings {
             repo: "test".into(),
             root: String::new(),
-            include,
+            include: common::default_include(),
             exclude: Vec::new(),
             target: target.to_string(),
             endpoint: Some(server.endpoint.clone()),

@@ -60,20 +60,7 @@ fn desired_hashes(
     commit: &str,
     prefix: &str,
 ) -> BTreeMap<String, (String, String)> {
-    let repo = r2sync::source::open(bundle.to_str().unwrap(), &std::env::temp_dir()).unwrap();
-    let oid = r2sync::source::resolve_commit(&repo, commit).unwrap();
-    let include: Vec<String> = r2sync::source::DEFAULT_INCLUDE
-        .iter()
-        .map(|glob| glob.to_string())
-        .collect();
-    let selector = r2sync::source::Selector::new(&include, &[]).unwrap();
-    let files = r2sync::source::select_files(&repo, oid, "content", &selector).unwrap();
-    let options = r2sync::manifest::DesiredOptions {
-        prefix: prefix.to_string(),
-        front_matter: Default::default(),
-    };
-    let desired = r2sync::manifest::build(&repo, &files, &options, || {}).unwrap();
-    desired
+    common::desired_state(bundle, commit, "content", prefix)
         .objects
         .into_iter()
         .map(|(key, object)| (key, (object.fingerprint.hash, object.fingerprint.body)))

@@ -137,19 +137,23 @@ impl Bucket {
             .collect()
     }
 
-    /// User metadata of one object, as sent by the server.
-    pub async fn metadata(&self, key: &str) -> BTreeMap<String, String> {
+    /// Headers and user metadata of one object, from a HEAD request.
+    async fn attributes(&self, key: &str) -> object_store::Attributes {
         let options = GetOptions {
             head: true,
             ..Default::default()
         };
-        let result = self
-            .store
+        self.store
             .get_opts(&StorePath::parse(key).unwrap(), options)
             .await
-            .unwrap_or_else(|err| panic!("HEAD {key}: {err}"));
-        result
+            .unwrap_or_else(|err| panic!("HEAD {key}: {err}"))
             .attributes
+    }
+
+    /// User metadata of one object, as sent by the server.
+    pub async fn metadata(&self, key: &str) -> BTreeMap<String, String> {
+        self.attributes(key)
+            .await
             .iter()
             .filter_map(|(attribute, value)| match attribute {
                 object_store::Attribute::Metadata(name) => {
@@ -161,17 +165,8 @@ impl Bucket {
     }
 
     pub async fn content_type(&self, key: &str) -> Option<String> {
-        let options = GetOptions {
-            head: true,
-            ..Default::default()
-        };
-        let result = self
-            .store
-            .get_opts(&StorePath::parse(key).unwrap(), options)
+        self.attributes(key)
             .await
-            .unwrap_or_else(|err| panic!("HEAD {key}: {err}"));
-        result
-            .attributes
             .get(&object_store::Attribute::ContentType)
             .map(|value| value.to_string())
     }
@@ -401,6 +396,50 @@ pub fn writes(result: &serde_json::Value) -> u64 {
                 .unwrap_or_else(|| panic!("writes.{name} missing in {result}"))
         })
         .sum()
+}
+
+/// Connects r2sync's own store client to `target` on `server`.
+pub fn connect(server: &Server, target: &r2sync::config::Target) -> r2sync::remote::Remote {
+    let lookup = |name: &str| match name {
+        "R2_ACCESS_KEY_ID" => Some(server.access_key_id.clone()),
+        "R2_SECRET_ACCESS_KEY" => Some(server.secret_access_key.clone()),
+        "AWS_REGION" => Some(server.region.clone()),
+        _ => None,
+    };
+    let credentials =
+        r2sync::config::Credentials::resolve(target, Some(&server.endpoint), &lookup).unwrap();
+    let policy = r2sync::remote::RequestPolicy {
+        retries: 1,
+        timeout: std::time::Duration::from_secs(10),
+    };
+    r2sync::remote::Remote::connect(target, &credentials, &policy, true).unwrap()
+}
+
+/// Builds the desired state of `commit` with r2sync's library, using the
+/// default include globs.
+pub fn desired_state(
+    repo: &Path,
+    commit: &str,
+    root: &str,
+    prefix: &str,
+) -> r2sync::manifest::DesiredState {
+    let cache = tempfile::tempdir().unwrap();
+    let repo = r2sync::source::open(repo.to_str().unwrap(), cache.path()).unwrap();
+    let oid = r2sync::source::resolve_commit(&repo, commit).unwrap();
+    let selector = r2sync::source::Selector::new(&default_include(), &[]).unwrap();
+    let files = r2sync::source::select_files(&repo, oid, root, &selector).unwrap();
+    let options = r2sync::manifest::DesiredOptions {
+        prefix: prefix.to_string(),
+        front_matter: Default::default(),
+    };
+    r2sync::manifest::build(&repo, &files, &options, || {}).unwrap()
+}
+
+pub fn default_include() -> Vec<String> {
+    r2sync::source::DEFAULT_INCLUDE
+        .iter()
+        .map(|glob| glob.to_string())
+        .collect()
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {
