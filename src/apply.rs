@@ -136,7 +136,7 @@ pub async fn execute(
                     .put(
                         &change.key,
                         object.body.clone(),
-                        &object.content_type,
+                        &object.headers,
                         &object.metadata_with_fingerprint(),
                         condition,
                     )

@@ -7,6 +7,11 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::markdown::FrontMatterMode;
+use crate::rules::RuleSpec;
+
+/// Name of the configuration file read from the current directory when
+/// `--config` is not given.
+pub const CONFIG_FILE: &str = "r2sync.toml";
 
 /// Region used for R2, which accepts `auto` (and treats empty and
 /// `us-east-1` the same way).
@@ -32,6 +37,13 @@ pub enum ConfigError {
     },
     #[error("invalid --endpoint {endpoint:?}: {message}")]
     Endpoint { endpoint: String, message: String },
+    #[error("cannot read {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration file {path}: {message}")]
+    File { path: PathBuf, message: String },
 }
 
 /// Where objects go.
@@ -295,6 +307,65 @@ pub enum DeleteMode {
     Delete,
 }
 
+/// The configuration file (`r2sync.toml`). Every key is optional; a flag
+/// given on the command line wins over the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    /// Key of the catalog object below the prefix.
+    pub catalog: Option<String>,
+    pub skip_drafts: Option<bool>,
+    pub fallback_encoding: Option<String>,
+    pub max_document_size: Option<usize>,
+    pub max_metadata_bytes: Option<usize>,
+    #[serde(default)]
+    pub front_matter: FrontMatterConfig,
+    #[serde(default)]
+    pub rules: Vec<RuleSpec>,
+}
+
+/// The `[front-matter]` table.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FrontMatterConfig {
+    /// Front matter field name to user metadata name.
+    #[serde(default)]
+    pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl FileConfig {
+    /// Reads `path`, or `r2sync.toml` in the current directory when `path`
+    /// is `None` and that file exists.
+    pub fn load(path: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let path = match path {
+            Some(path) => path.to_path_buf(),
+            None => {
+                let default = PathBuf::from(CONFIG_FILE);
+                if !default.is_file() {
+                    return Ok(FileConfig::default());
+                }
+                default
+            }
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadFile {
+            path: path.clone(),
+            source,
+        })?;
+        let config: FileConfig = toml::from_str(&text).map_err(|err| ConfigError::File {
+            path: path.clone(),
+            message: err.to_string().trim_end().to_string(),
+        })?;
+        for name in config.front_matter.metadata.values() {
+            crate::rules::validate_metadata_name(name).map_err(|message| ConfigError::File {
+                path: path.clone(),
+                message: format!("[front-matter.metadata]: {message}"),
+            })?;
+        }
+        tracing::debug!(path = %path.display(), rules = config.rules.len(), "read configuration file");
+        Ok(config)
+    }
+}
+
 /// The settings that shape the desired state and the plan. A saved plan
 /// stores them, and `apply` rejects the plan when they differ.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -309,6 +380,16 @@ pub struct Settings {
     pub front_matter: FrontMatterMode,
     pub delete_mode: DeleteMode,
     pub archive_prefix: Option<String>,
+    /// Key of the catalog object below the prefix.
+    pub catalog: Option<String>,
+    pub skip_drafts: bool,
+    /// WHATWG label of the encoding for files that are not UTF-8.
+    pub fallback_encoding: Option<String>,
+    pub max_document_size: usize,
+    pub max_metadata_bytes: usize,
+    /// Front matter field name to user metadata name.
+    pub front_matter_metadata: std::collections::BTreeMap<String, String>,
+    pub rules: Vec<RuleSpec>,
 }
 
 impl Settings {
@@ -458,6 +539,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("R2_ACCOUNT_ID"), "{err}");
+    }
+
+    #[test]
+    fn config_file_rejects_unknown_keys_with_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r2sync.toml");
+        std::fs::write(
+            &path,
+            "catalog = \"c.jsonl\"\n\n[[rules]]\nmatch = \"**\"\ncache-contrl = \"x\"\n",
+        )
+        .unwrap();
+        let err = FileConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("r2sync.toml"), "{err}");
+        assert!(err.contains("line 5"), "{err}");
+        assert!(err.contains("cache-contrl"), "{err}");
+    }
+
+    #[test]
+    fn config_file_reads_rules_and_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("custom.toml");
+        std::fs::write(
+            &path,
+            "skip-drafts = true\n[front-matter.metadata]\nauthor = \"author\"\n[[rules]]\nmatch = \"blog/**\"\nextension = { replace = \".html\" }\nindex-to-directory = true\n",
+        )
+        .unwrap();
+        let config = FileConfig::load(Some(&path)).unwrap();
+        assert_eq!(config.skip_drafts, Some(true));
+        assert_eq!(config.front_matter.metadata["author"], "author");
+        assert_eq!(
+            config.rules[0].extension,
+            Some(crate::rules::KeyExtension::Replace(".html".into()))
+        );
+        assert_eq!(config.rules[0].index_to_directory, Some(true));
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! [`source`] reads a commit through git2, [`markdown`] normalizes each
 //! document, [`manifest`] builds the desired state, [`remote`] reads the
 //! actual state from the bucket, [`plan`] compares the two without I/O, and
-//! [`apply`] executes the plan. [`config`] and [`cli`] sit at the edge.
+//! [`apply`] executes the plan. [`rules`] holds the per-path rules of the
+//! configuration file; [`config`] and [`cli`] sit at the edge.
 
 pub mod apply;
 pub mod cli;
@@ -14,4 +15,5 @@ pub mod manifest;
 pub mod markdown;
 pub mod plan;
 pub mod remote;
+pub mod rules;
 pub mod source;

@@ -5,12 +5,17 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
 
-use crate::markdown::{self, FrontMatterMode, MarkdownError};
+use crate::markdown::{self, Heading, MarkdownError, NormalizeOptions};
+use crate::remote::metadata;
+use crate::rules::{self, Rules};
 use crate::source::{self, Repo, SourceError, SourceFile};
 
-/// Content-Type of every uploaded document.
+/// Content-Type of every uploaded document unless a rule sets another.
 pub const MARKDOWN_CONTENT_TYPE: &str = "text/markdown; charset=utf-8";
+/// Content-Type of the catalog object (JSON Lines).
+pub const CATALOG_CONTENT_TYPE: &str = "application/x-ndjson; charset=utf-8";
 
 /// User metadata names (sent as `x-amz-meta-<name>`).
 pub const META_HASH: &str = "r2sync-hash";
@@ -18,14 +23,21 @@ pub const META_BODY: &str = "r2sync-body";
 pub const META_HEADERS: &str = "r2sync-headers";
 pub const META_PATH: &str = "r2sync-path";
 pub const META_TITLE: &str = "r2sync-title";
+pub const META_DESCRIPTION: &str = "r2sync-description";
+pub const META_WORDS: &str = "r2sync-words";
 /// The target prefix the object was written for, with a leading slash
 /// (`/` for the bucket root), so that a target never claims objects that
 /// another target below or above it wrote.
 pub const META_PREFIX: &str = "r2sync-prefix";
 
-/// Longest title kept in metadata, in bytes, so that the user metadata of
-/// one object stays well inside the 2 KiB that S3 allows.
+/// Default limit of user metadata per object, in bytes: the S3 limit
+/// (names plus values). R2 allows 8 KiB.
+pub const DEFAULT_MAX_METADATA_BYTES: usize = 2048;
+
+/// Longest title and description kept in metadata, in bytes before
+/// encoding, so that the default limit leaves room for mapped fields.
 const MAX_TITLE_BYTES: usize = 512;
+const MAX_DESCRIPTION_BYTES: usize = 256;
 
 /// What identifies an object's content: a combined hash and the hashes of
 /// its parts, so that a difference can be explained (content, headers or
@@ -36,7 +48,7 @@ pub struct Fingerprint {
     pub hash: String,
     /// Hash of the body alone.
     pub body: String,
-    /// Hash of the HTTP headers r2sync sets (Content-Type).
+    /// Hash of the HTTP headers r2sync sets.
     pub headers: String,
 }
 
@@ -47,7 +59,8 @@ pub struct DesiredObject {
     /// Path of the source file from the top of the repository.
     pub source_path: String,
     pub body: Bytes,
-    pub content_type: String,
+    /// HTTP headers by lowercase name; `content-type` is always present.
+    pub headers: BTreeMap<String, String>,
     /// User metadata without the fingerprint entries.
     pub metadata: BTreeMap<String, String>,
     pub fingerprint: Fingerprint,
@@ -59,15 +72,15 @@ impl DesiredObject {
         key: String,
         source_path: String,
         body: Bytes,
-        content_type: String,
+        headers: BTreeMap<String, String>,
         metadata: BTreeMap<String, String>,
     ) -> Self {
-        let fingerprint = fingerprint(&body, &content_type, &metadata);
+        let fingerprint = fingerprint(&body, &headers, &metadata);
         DesiredObject {
             key,
             source_path,
             body,
-            content_type,
+            headers,
             metadata,
             fingerprint,
         }
@@ -83,14 +96,23 @@ impl DesiredObject {
     }
 }
 
+/// Headers with only a Content-Type.
+pub fn content_type_headers(content_type: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("content-type".to_string(), content_type.to_string())])
+}
+
 /// Computes the fingerprint of an object from exactly what is uploaded.
 pub fn fingerprint(
     body: &[u8],
-    content_type: &str,
+    headers: &BTreeMap<String, String>,
     metadata: &BTreeMap<String, String>,
 ) -> Fingerprint {
     let body_hash = blake3::hash(body);
-    let headers_hash = hash_fields([("content-type", content_type)]);
+    let headers_hash = hash_fields(
+        headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str())),
+    );
     let metadata_hash = hash_fields(
         metadata
             .iter()
@@ -128,7 +150,34 @@ fn hash_fields<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> blak
 pub struct DesiredOptions {
     /// Key prefix inside the bucket, without a trailing slash; may be empty.
     pub prefix: String,
-    pub front_matter: FrontMatterMode,
+    pub normalize: NormalizeOptions,
+    pub rules: Rules,
+    /// Front matter field name to user metadata name.
+    pub front_matter_metadata: BTreeMap<String, String>,
+    /// Leave out documents whose front matter says `draft: true`.
+    pub skip_drafts: bool,
+    /// Limit of user metadata per object, names plus values as sent, in bytes.
+    pub max_metadata_bytes: usize,
+    /// Key of the catalog object below the prefix, if one is kept.
+    pub catalog: Option<String>,
+    /// The target is a local directory, where a key cannot be both a file
+    /// and the folder of other keys.
+    pub local_target: bool,
+}
+
+impl Default for DesiredOptions {
+    fn default() -> Self {
+        DesiredOptions {
+            prefix: String::new(),
+            normalize: NormalizeOptions::default(),
+            rules: Rules::default(),
+            front_matter_metadata: BTreeMap::new(),
+            skip_drafts: false,
+            max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
+            catalog: None,
+            local_target: false,
+        }
+    }
 }
 
 /// The complete desired state of one commit.
@@ -137,6 +186,8 @@ pub struct DesiredState {
     pub objects: BTreeMap<String, DesiredObject>,
     /// Problems in documents that did not stop the build.
     pub warnings: Vec<String>,
+    /// Source paths left out because their front matter says `draft: true`.
+    pub skipped_drafts: Vec<String>,
 }
 
 impl DesiredState {
@@ -161,6 +212,25 @@ pub enum ManifestError {
         key: String,
         reason: String,
     },
+    #[error("{first} and {second} both map to the key {key:?}{how}; rename one, exclude one, or change the rules")]
+    KeyCollision {
+        first: String,
+        second: String,
+        key: String,
+        how: &'static str,
+    },
+    #[error("{path}: key {key:?} is also the folder of {other:?}, which a local directory cannot hold; change the rules or use an S3 target")]
+    FileFolderCollision {
+        path: String,
+        key: String,
+        other: String,
+    },
+    #[error("{path}: user metadata is {size} bytes, more than the limit of {max}; shorten the mapped front matter fields or raise --max-metadata-bytes (R2 allows 8192)")]
+    MetadataTooLarge {
+        path: String,
+        size: usize,
+        max: usize,
+    },
 }
 
 /// Joins the prefix and the path below the root into an object key.
@@ -181,12 +251,27 @@ pub fn build(
     mut on_file: impl FnMut(),
 ) -> Result<DesiredState, ManifestError> {
     let mut state = DesiredState::default();
+    // Case- and normalization-folded key to the source path that claimed it.
+    let mut claimed: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut catalog = Vec::new();
+
     for file in files {
         let raw = source::read_blob(repo, file)?;
-        let mut document = markdown::normalize(&file.repo_path, &raw, options.front_matter)?;
+        let mut document = markdown::normalize(&file.repo_path, &raw, &options.normalize)?;
         state.warnings.append(&mut document.warnings);
+        on_file();
 
-        let key = object_key(&options.prefix, &file.path);
+        if options.skip_drafts && is_draft(document.front_matter.as_ref()) {
+            tracing::info!(path = %file.repo_path, "skipping draft");
+            state.skipped_drafts.push(file.repo_path.clone());
+            continue;
+        }
+
+        // The key: rules map the path, and keys are NFC, as R2 stores them.
+        let resolved = options.rules.resolve(&file.path);
+        let key: String = object_key(&options.prefix, &rules::map_path(&file.path, &resolved))
+            .nfc()
+            .collect();
         if let Err(err) = object_store::path::Path::parse(&key) {
             return Err(ManifestError::InvalidKey {
                 path: file.repo_path.clone(),
@@ -194,26 +279,191 @@ pub fn build(
                 reason: err.to_string(),
             });
         }
+        claim_key(&mut claimed, &key, &file.repo_path)?;
 
-        let mut metadata = BTreeMap::new();
-        metadata.insert(META_PATH.to_string(), file.repo_path.clone());
-        metadata.insert(
+        // Headers: Markdown by default, then the rules.
+        let mut headers = content_type_headers(MARKDOWN_CONTENT_TYPE);
+        headers.extend(resolved.headers);
+
+        // Metadata: what r2sync derives, mapped front matter, then the rules.
+        let mut user_metadata = BTreeMap::new();
+        user_metadata.insert(META_PATH.to_string(), file.repo_path.clone());
+        user_metadata.insert(
             META_TITLE.to_string(),
             truncate_utf8(&document.title, MAX_TITLE_BYTES),
         );
-        metadata.insert(META_PREFIX.to_string(), prefix_metadata(&options.prefix));
+        user_metadata.insert(META_PREFIX.to_string(), prefix_metadata(&options.prefix));
+        user_metadata.insert(META_WORDS.to_string(), document.word_count.to_string());
+        if let Some(description) = &document.description {
+            user_metadata.insert(
+                META_DESCRIPTION.to_string(),
+                truncate_utf8(description, MAX_DESCRIPTION_BYTES),
+            );
+        }
+        if let Some(matter) = &document.front_matter {
+            for (field, name) in &options.front_matter_metadata {
+                if let Some(value) = matter.get(field).and_then(metadata_text) {
+                    user_metadata.insert(name.clone(), value);
+                }
+            }
+        }
+        user_metadata.extend(resolved.metadata);
 
         let object = DesiredObject::new(
             key.clone(),
             file.repo_path.clone(),
-            Bytes::from(document.body),
-            MARKDOWN_CONTENT_TYPE.to_string(),
-            metadata,
+            Bytes::from(std::mem::take(&mut document.body)),
+            headers,
+            user_metadata,
         );
+        check_metadata_size(&object, options.max_metadata_bytes)?;
+
+        if options.catalog.is_some() {
+            catalog.push(CatalogLine {
+                key: key.clone(),
+                path: file.repo_path.clone(),
+                title: document.title.clone(),
+                headings: std::mem::take(&mut document.headings),
+                word_count: document.word_count,
+                description: document.description.clone(),
+                front_matter: document.front_matter.take(),
+                hash: object.fingerprint.hash.clone(),
+            });
+        }
         state.objects.insert(key, object);
-        on_file();
+    }
+
+    if options.local_target {
+        check_file_folder_collisions(&state)?;
+    }
+    if let Some(catalog_key) = &options.catalog {
+        let key = object_key(&options.prefix, catalog_key);
+        claim_key(&mut claimed, &key, "(catalog)")?;
+        state
+            .objects
+            .insert(key.clone(), catalog_object(key, &options.prefix, catalog));
     }
     Ok(state)
+}
+
+/// Records `key` for `path`, or fails when another path already claimed the
+/// same key, exactly or up to case and Unicode normalization.
+fn claim_key(
+    claimed: &mut BTreeMap<String, (String, String)>,
+    key: &str,
+    path: &str,
+) -> Result<(), ManifestError> {
+    let folded: String = key.nfc().flat_map(char::to_lowercase).collect();
+    if let Some((first, first_key)) = claimed.get(&folded) {
+        let how = if first_key == key {
+            ""
+        } else {
+            " (the keys differ only in case)"
+        };
+        return Err(ManifestError::KeyCollision {
+            first: first.clone(),
+            second: path.to_string(),
+            key: key.to_string(),
+            how,
+        });
+    }
+    claimed.insert(folded, (path.to_string(), key.to_string()));
+    Ok(())
+}
+
+fn check_file_folder_collisions(state: &DesiredState) -> Result<(), ManifestError> {
+    // The first key at or after `key/` in key order is inside that folder
+    // if any key is.
+    for (key, object) in &state.objects {
+        let folder = format!("{key}/");
+        let next = state.objects.range(folder.clone()..).next();
+        if let Some((child, _)) = next.filter(|(child, _)| child.starts_with(&folder)) {
+            return Err(ManifestError::FileFolderCollision {
+                path: object.source_path.clone(),
+                key: key.clone(),
+                other: child.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Fails when the user metadata, as it would be sent, exceeds the limit.
+fn check_metadata_size(object: &DesiredObject, max: usize) -> Result<(), ManifestError> {
+    let size: usize = object
+        .metadata_with_fingerprint()
+        .iter()
+        .map(|(name, value)| name.len() + metadata::encode(value).len())
+        .sum();
+    if size > max {
+        return Err(ManifestError::MetadataTooLarge {
+            path: object.source_path.clone(),
+            size,
+            max,
+        });
+    }
+    Ok(())
+}
+
+fn is_draft(front_matter: Option<&serde_json::Value>) -> bool {
+    front_matter
+        .and_then(|matter| matter.get("draft"))
+        .is_some_and(|draft| draft == &serde_json::Value::Bool(true))
+}
+
+/// The text of a front matter value in metadata: strings as written,
+/// numbers and booleans as parsed, lists of scalars joined with ", ", and
+/// anything else as JSON.
+fn metadata_text(value: &serde_json::Value) -> Option<String> {
+    let scalar = |value: &serde_json::Value| match value {
+        serde_json::Value::String(text) => Some(text.clone()),
+        serde_json::Value::Number(number) => Some(number.to_string()),
+        serde_json::Value::Bool(flag) => Some(flag.to_string()),
+        _ => None,
+    };
+    match value {
+        serde_json::Value::Null => None,
+        serde_json::Value::Array(items) => {
+            let parts: Option<Vec<String>> = items.iter().map(scalar).collect();
+            Some(parts.unwrap_or_else(|| vec![value.to_string()]).join(", "))
+        }
+        serde_json::Value::Object(_) => Some(value.to_string()),
+        other => scalar(other),
+    }
+}
+
+/// One line of the catalog.
+#[derive(Serialize)]
+struct CatalogLine {
+    key: String,
+    path: String,
+    title: String,
+    headings: Vec<Heading>,
+    word_count: usize,
+    description: Option<String>,
+    front_matter: Option<serde_json::Value>,
+    hash: String,
+}
+
+/// The catalog object: one JSON line per document, in key order.
+fn catalog_object(key: String, prefix: &str, mut lines: Vec<CatalogLine>) -> DesiredObject {
+    lines.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut body = Vec::new();
+    for line in &lines {
+        serde_json::to_writer(&mut body, line).expect("catalog line serializes");
+        body.push(b'\n');
+    }
+    let user_metadata = BTreeMap::from([
+        (META_PATH.to_string(), "(catalog)".to_string()),
+        (META_PREFIX.to_string(), prefix_metadata(prefix)),
+    ]);
+    DesiredObject::new(
+        key,
+        "(catalog)".to_string(),
+        Bytes::from(body),
+        content_type_headers(CATALOG_CONTENT_TYPE),
+        user_metadata,
+    )
 }
 
 /// The value of the prefix metadata for a target prefix.
@@ -240,12 +490,16 @@ mod tests {
         BTreeMap::from([(META_TITLE.to_string(), title.to_string())])
     }
 
+    fn markdown() -> BTreeMap<String, String> {
+        content_type_headers(MARKDOWN_CONTENT_TYPE)
+    }
+
     #[test]
     fn fingerprint_separates_parts() {
-        let base = fingerprint(b"body", MARKDOWN_CONTENT_TYPE, &metadata("T"));
-        let other_body = fingerprint(b"body2", MARKDOWN_CONTENT_TYPE, &metadata("T"));
-        let other_type = fingerprint(b"body", "text/plain", &metadata("T"));
-        let other_meta = fingerprint(b"body", MARKDOWN_CONTENT_TYPE, &metadata("U"));
+        let base = fingerprint(b"body", &markdown(), &metadata("T"));
+        let other_body = fingerprint(b"body2", &markdown(), &metadata("T"));
+        let other_type = fingerprint(b"body", &content_type_headers("text/plain"), &metadata("T"));
+        let other_meta = fingerprint(b"body", &markdown(), &metadata("U"));
 
         assert_ne!(base.body, other_body.body);
         assert_eq!(base.headers, other_body.headers);
@@ -258,8 +512,8 @@ mod tests {
 
     #[test]
     fn fingerprint_is_stable() {
-        let first = fingerprint(b"same", MARKDOWN_CONTENT_TYPE, &metadata("T"));
-        let second = fingerprint(b"same", MARKDOWN_CONTENT_TYPE, &metadata("T"));
+        let first = fingerprint(b"same", &markdown(), &metadata("T"));
+        let second = fingerprint(b"same", &markdown(), &metadata("T"));
         assert_eq!(first, second);
     }
 
@@ -273,5 +527,56 @@ mod tests {
     fn truncation_respects_char_boundaries() {
         assert_eq!(truncate_utf8("ééé", 3), "é");
         assert_eq!(truncate_utf8("abc", 10), "abc");
+    }
+
+    #[test]
+    fn collisions_name_both_paths() {
+        let mut claimed = BTreeMap::new();
+        claim_key(&mut claimed, "docs/Guide.md", "Guide.md").unwrap();
+        let err = claim_key(&mut claimed, "docs/guide.md", "guide.md")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Guide.md and guide.md"), "{err}");
+        assert!(err.contains("case"), "{err}");
+
+        // NFD "é" folds onto NFC "é".
+        claim_key(&mut claimed, "docs/caf\u{e9}.md", "nfc").unwrap();
+        let err = claim_key(&mut claimed, "docs/cafe\u{301}.md", "nfd")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nfc and nfd"), "{err}");
+    }
+
+    #[test]
+    fn metadata_text_keeps_strings_as_written() {
+        assert_eq!(
+            metadata_text(&serde_json::json!("2024-01-02")).as_deref(),
+            Some("2024-01-02")
+        );
+        assert_eq!(
+            metadata_text(&serde_json::json!("no")).as_deref(),
+            Some("no")
+        );
+        assert_eq!(
+            metadata_text(&serde_json::json!(["a", "b"])).as_deref(),
+            Some("a, b")
+        );
+        assert_eq!(
+            metadata_text(&serde_json::json!(true)).as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            metadata_text(&serde_json::json!({"a": 1})).as_deref(),
+            Some("{\"a\":1}")
+        );
+        assert_eq!(metadata_text(&serde_json::Value::Null), None);
+    }
+
+    #[test]
+    fn drafts_need_a_true_boolean() {
+        assert!(is_draft(Some(&serde_json::json!({"draft": true}))));
+        assert!(!is_draft(Some(&serde_json::json!({"draft": "true"}))));
+        assert!(!is_draft(Some(&serde_json::json!({"draft": false}))));
+        assert!(!is_draft(None));
     }
 }

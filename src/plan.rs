@@ -494,7 +494,7 @@ pub fn short_commit(commit: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::{DesiredObject, MARKDOWN_CONTENT_TYPE, META_TITLE};
+    use crate::manifest::{content_type_headers, DesiredObject, MARKDOWN_CONTENT_TYPE, META_TITLE};
     use crate::remote::state::{ActualObject, StateManifest};
     use bytes::Bytes;
 
@@ -503,7 +503,7 @@ mod tests {
             key.to_string(),
             format!("src/{key}"),
             Bytes::from(body.to_string()),
-            MARKDOWN_CONTENT_TYPE.to_string(),
+            content_type_headers(MARKDOWN_CONTENT_TYPE),
             BTreeMap::from([(META_TITLE.to_string(), title.to_string())]),
         )
     }
@@ -514,7 +514,7 @@ mod tests {
                 .iter()
                 .map(|object| (object.key.clone(), object.clone()))
                 .collect(),
-            warnings: Vec::new(),
+            ..Default::default()
         }
     }
 
@@ -582,8 +582,11 @@ mod tests {
         let old_body = desired_object("docs/a.md", "old", "T");
         let old_title = desired_object("docs/b.md", "same", "Old");
         let mut old_type = desired_object("docs/c.md", "same", "T");
-        old_type.fingerprint =
-            crate::manifest::fingerprint(b"same", "text/plain", &old_type.metadata);
+        old_type.fingerprint = crate::manifest::fingerprint(
+            b"same",
+            &content_type_headers("text/plain"),
+            &old_type.metadata,
+        );
 
         let new = [
             desired_object("docs/a.md", "new", "T"),

@@ -561,29 +561,18 @@ fn conditional_writes_reject_stale_etags() {
         let remote = common::connect(&server, &target);
         let key = fx.key("race.md");
         let metadata = Default::default();
+        let headers = r2sync::manifest::content_type_headers("text/markdown");
         use r2sync::remote::{Condition, RemoteError};
 
         runtime.block_on(async {
             let etag = remote
-                .put(
-                    &key,
-                    "one".into(),
-                    "text/markdown",
-                    &metadata,
-                    Condition::Absent,
-                )
+                .put(&key, "one".into(), &headers, &metadata, Condition::Absent)
                 .await
                 .unwrap()
                 .expect("the server returns an ETag");
 
             let again = remote
-                .put(
-                    &key,
-                    "two".into(),
-                    "text/markdown",
-                    &metadata,
-                    Condition::Absent,
-                )
+                .put(&key, "two".into(), &headers, &metadata, Condition::Absent)
                 .await;
             assert!(
                 matches!(again, Err(RemoteError::AlreadyExists { .. })),
@@ -594,7 +583,7 @@ fn conditional_writes_reject_stale_etags() {
                 .put(
                     &key,
                     "two".into(),
-                    "text/markdown",
+                    &headers,
                     &metadata,
                     Condition::Matches("0".repeat(32)),
                 )
@@ -609,7 +598,7 @@ fn conditional_writes_reject_stale_etags() {
                 .put(
                     &key,
                     "three".into(),
-                    "text/markdown",
+                    &headers,
                     &metadata,
                     Condition::Matches(etag),
                 )
@@ -734,6 +723,13 @@ fn concurrent_change_stops_apply_cleanly() {
             front_matter: Default::default(),
             delete_mode: DeleteMode::Delete,
             archive_prefix: None,
+            catalog: None,
+            skip_drafts: false,
+            fallback_encoding: None,
+            max_document_size: r2sync::markdown::DEFAULT_MAX_DOCUMENT_BYTES,
+            max_metadata_bytes: r2sync::manifest::DEFAULT_MAX_METADATA_BYTES,
+            front_matter_metadata: Default::default(),
+            rules: Vec::new(),
         };
         let source = PlanSource {
             repo: "test".into(),

@@ -11,11 +11,13 @@ use serde::Serialize;
 use super::output::Output;
 use super::{ApplyArgs, ChangeArgs, CheckArgs, Cli, Command, ExitCode, PlanArgs, SyncArgs};
 use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport};
-use crate::config::{self, ConfigError, Credentials, Settings, Target};
+use crate::config::{self, ConfigError, Credentials, FileConfig, Settings, Target, TargetKind};
 use crate::manifest::{self, DesiredOptions, DesiredState, ManifestError};
+use crate::markdown::{self, NormalizeOptions};
 use crate::plan::{self, ArchiveContext, Plan, PlanError, PlanOptions, PlanSource};
 use crate::remote::state::{self, ActualState};
 use crate::remote::{Remote, RemoteError, RequestPolicy};
+use crate::rules::{RuleError, Rules};
 use crate::source::{self, Selector, SourceError};
 
 /// Everything that can stop a command.
@@ -33,6 +35,8 @@ pub enum CliError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    #[error("invalid rules: {0}")]
+    Rules(#[from] RuleError),
     #[error("cannot read plan file {path}: {message}")]
     PlanFile { path: PathBuf, message: String },
     #[error("cannot write {path}: {source}")]
@@ -99,12 +103,14 @@ struct Prepared {
     concurrency: usize,
 }
 
-/// Resolves settings from the arguments and the environment. `check`
-/// passes no change options and gets the defaults.
+/// Resolves settings from the arguments, the environment and the
+/// configuration file, in that order of precedence. `check` passes no
+/// change options and gets the defaults.
 fn resolve_settings(
     args: &SyncArgs,
     change: Option<&ChangeArgs>,
 ) -> Result<(Settings, Target, Credentials), CliError> {
+    let file = FileConfig::load(args.config.as_deref())?;
     let target = Target::parse(&args.target)?;
     let lookup = |name: &str| std::env::var(name).ok();
     let credentials = Credentials::resolve(&target, args.endpoint.as_deref(), &lookup)?;
@@ -120,6 +126,25 @@ fn resolve_settings(
         Some(prefix) => Some(config::normalize_key_prefix(prefix, "--archive-prefix")?),
         None => None,
     };
+    let catalog = match args.catalog.as_ref().or(file.catalog.as_ref()) {
+        Some(key) => {
+            Some(config::normalize_key_prefix(key, "--catalog")?).filter(|key| !key.is_empty())
+        }
+        None => None,
+    };
+    let fallback_encoding = args.fallback_encoding.clone().or(file.fallback_encoding);
+    if let Some(label) = &fallback_encoding {
+        if markdown::encoding_for_label(label).is_none() {
+            return Err(ConfigError::Option {
+                option: "--fallback-encoding",
+                value: label.clone(),
+                message:
+                    "not an encoding label; use a WHATWG label such as windows-1252 or shift_jis"
+                        .into(),
+            }
+            .into());
+        }
+    }
 
     let settings = Settings {
         repo: source::redact_url(&args.repo),
@@ -131,6 +156,19 @@ fn resolve_settings(
         front_matter: args.front_matter,
         delete_mode: change.map(|change| change.delete_mode).unwrap_or_default(),
         archive_prefix,
+        catalog,
+        skip_drafts: args.skip_drafts || file.skip_drafts.unwrap_or(false),
+        fallback_encoding,
+        max_document_size: args
+            .max_document_size
+            .or(file.max_document_size)
+            .unwrap_or(markdown::DEFAULT_MAX_DOCUMENT_BYTES),
+        max_metadata_bytes: args
+            .max_metadata_bytes
+            .or(file.max_metadata_bytes)
+            .unwrap_or(manifest::DEFAULT_MAX_METADATA_BYTES),
+        front_matter_metadata: file.front_matter.metadata,
+        rules: file.rules,
     };
     Ok((settings, target, credentials))
 }
@@ -171,17 +209,29 @@ async fn prepare(
         args.reference,
         plan::short_commit(&commit.to_string())
     ));
-    let bar = output.progress(files.len() as u64, "normalizing");
-    let desired = manifest::build(
-        &repo,
-        &files,
-        &DesiredOptions {
-            prefix: target.prefix.clone(),
+    let options = DesiredOptions {
+        prefix: target.prefix.clone(),
+        normalize: NormalizeOptions {
             front_matter: settings.front_matter,
+            fallback_encoding: settings
+                .fallback_encoding
+                .as_deref()
+                .and_then(markdown::encoding_for_label),
+            max_bytes: settings.max_document_size,
         },
-        || bar.inc(1),
-    )?;
+        rules: Rules::new(&settings.rules)?,
+        front_matter_metadata: settings.front_matter_metadata.clone(),
+        skip_drafts: settings.skip_drafts,
+        max_metadata_bytes: settings.max_metadata_bytes,
+        catalog: settings.catalog.clone(),
+        local_target: matches!(target.kind, TargetKind::Local { .. }),
+    };
+    let bar = output.progress(files.len() as u64, "normalizing");
+    let desired = manifest::build(&repo, &files, &options, || bar.inc(1))?;
     bar.finish_and_clear();
+    if !desired.skipped_drafts.is_empty() {
+        output.status(format!("Skipped {} drafts.", desired.skipped_drafts.len()));
+    }
     tracing::info!(
         documents = desired.objects.len(),
         bytes = desired.total_bytes(),

@@ -116,6 +116,33 @@ pub struct SyncArgs {
     /// Cache directory for repositories fetched from URLs.
     #[arg(long, env = "R2SYNC_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+
+    /// Configuration file with rules and defaults (default: ./r2sync.toml if present).
+    #[arg(long, value_name = "FILE", env = "R2SYNC_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Encoding for files that are not UTF-8, as a WHATWG label such as
+    /// windows-1252; without it such files are an error.
+    #[arg(long, value_name = "LABEL")]
+    pub fallback_encoding: Option<String>,
+
+    /// Largest document accepted, in bytes [default: 16777216].
+    #[arg(long, value_name = "BYTES")]
+    pub max_document_size: Option<usize>,
+
+    /// Limit of user metadata per object, names plus values, in bytes
+    /// [default: 2048, the S3 limit; R2 allows 8192].
+    #[arg(long, value_name = "BYTES")]
+    pub max_metadata_bytes: Option<usize>,
+
+    /// Leave out documents whose front matter has `draft: true`.
+    #[arg(long)]
+    pub skip_drafts: bool,
+
+    /// Keep a catalog object (JSON Lines, one line per document) at this key
+    /// below the target prefix.
+    #[arg(long, value_name = "KEY")]
+    pub catalog: Option<String>,
 }
 
 /// Options that decide what happens to objects, for plan and apply.

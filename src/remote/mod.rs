@@ -336,7 +336,7 @@ impl Remote {
                 }
                 Backend::Local(_) | Backend::LocalMissing(_) => {
                     if let Some(side) = self.read_local_metadata(key).await? {
-                        head.content_type = side.content_type;
+                        head.content_type = side.headers.get("content-type").cloned();
                         head.metadata = side.metadata;
                     }
                 }
@@ -372,13 +372,13 @@ impl Remote {
         Ok(Some((bytes, etag)))
     }
 
-    /// Writes an object with its Content-Type and user metadata under the
-    /// given precondition and returns the new ETag.
+    /// Writes an object with its HTTP headers (by lowercase name) and user
+    /// metadata under the given precondition and returns the new ETag.
     pub async fn put(
         &self,
         key: &str,
         body: Bytes,
-        content_type: &str,
+        headers: &BTreeMap<String, String>,
         user_metadata: &BTreeMap<String, String>,
         condition: Condition,
     ) -> Result<Option<String>, RemoteError> {
@@ -390,10 +390,14 @@ impl Remote {
             let result = match &self.backend {
                 Backend::S3(store) => {
                     let mut attributes = Attributes::new();
-                    attributes.insert(
-                        Attribute::ContentType,
-                        AttributeValue::from(content_type.to_string()),
-                    );
+                    for (name, value) in headers {
+                        let attribute =
+                            header_attribute(name).ok_or_else(|| RemoteError::Setup {
+                                target: self.display.clone(),
+                                message: format!("header {name:?} cannot be set on objects"),
+                            })?;
+                        attributes.insert(attribute, AttributeValue::from(value.clone()));
+                    }
                     for (name, value) in user_metadata {
                         attributes.insert(
                             Attribute::Metadata(name.clone().into()),
@@ -411,16 +415,8 @@ impl Remote {
                         .map(|result| result.e_tag.as_deref().map(normalize_etag))
                 }
                 Backend::Local(store) => {
-                    self.put_local(
-                        store,
-                        key,
-                        &path,
-                        body,
-                        content_type,
-                        user_metadata,
-                        &condition,
-                    )
-                    .await
+                    self.put_local(store, key, &path, body, headers, user_metadata, &condition)
+                        .await
                 }
                 Backend::LocalMissing(_) => {
                     // store() reports the missing directory.
@@ -451,7 +447,7 @@ impl Remote {
         key: &str,
         path: &Path,
         body: Bytes,
-        content_type: &str,
+        headers: &BTreeMap<String, String>,
         user_metadata: &BTreeMap<String, String>,
         condition: &Condition,
     ) -> Result<Option<String>, object_store::Error> {
@@ -476,7 +472,7 @@ impl Remote {
             .await?;
 
         let side = LocalMetadata {
-            content_type: Some(content_type.to_string()),
+            headers: headers.clone(),
             metadata: user_metadata.clone(),
         };
         let side_json = serde_json::to_vec_pretty(&side).expect("metadata serializes");
@@ -690,8 +686,20 @@ fn classify(key: &str, operation: &'static str, source: object_store::Error) -> 
 /// Headers and metadata of a file in a local target.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct LocalMetadata {
-    content_type: Option<String>,
+    /// HTTP headers by lowercase name.
+    headers: BTreeMap<String, String>,
     metadata: BTreeMap<String, String>,
+}
+
+/// The object_store attribute for an HTTP header r2sync may set.
+fn header_attribute(name: &str) -> Option<Attribute> {
+    match name {
+        "content-type" => Some(Attribute::ContentType),
+        "cache-control" => Some(Attribute::CacheControl),
+        "content-disposition" => Some(Attribute::ContentDisposition),
+        "content-language" => Some(Attribute::ContentLanguage),
+        _ => None,
+    }
 }
 
 fn local_metadata_path(key: &str) -> Result<Path, object_store::Error> {

@@ -430,7 +430,7 @@ pub fn desired_state(
     let files = r2sync::source::select_files(&repo, oid, root, &selector).unwrap();
     let options = r2sync::manifest::DesiredOptions {
         prefix: prefix.to_string(),
-        front_matter: Default::default(),
+        ..Default::default()
     };
     r2sync::manifest::build(&repo, &files, &options, || {}).unwrap()
 }
