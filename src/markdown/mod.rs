@@ -28,7 +28,8 @@ pub enum FrontMatterMode {
     /// Remove the front matter block from the uploaded body.
     #[default]
     Strip,
-    /// Upload the original bytes unchanged, front matter included.
+    /// Upload the committed bytes unchanged (byte order mark, line endings
+    /// and front matter included) when they are UTF-8.
     Keep,
 }
 
@@ -138,6 +139,10 @@ pub fn normalize(
         warnings.push(format!(
             "{path}: front matter is never closed, so it is uploaded as body text; add the closing delimiter line"
         ));
+    } else if split.is_none() && front_matter::opens_front_matter(text.trim_start()) {
+        warnings.push(format!(
+            "{path}: blank lines precede the front matter delimiter, so the block is uploaded as body text; remove them"
+        ));
     }
     let front_matter = match &split {
         Some(block) => Some(front_matter::parse_front_matter(
@@ -165,8 +170,11 @@ pub fn normalize(
         .or_else(|| matter_text("summary"))
         .or_else(|| derived.first_paragraph.clone());
 
+    // Keep mode uploads the committed bytes when they are UTF-8; text in
+    // another encoding is uploaded as normalized UTF-8, as Content-Type says.
     let body = match options.front_matter {
         FrontMatterMode::Strip => markdown_body.as_bytes().to_vec(),
+        FrontMatterMode::Keep if std::str::from_utf8(raw).is_ok() => raw.to_vec(),
         FrontMatterMode::Keep => text.into_bytes(),
     };
 

@@ -138,7 +138,7 @@ impl Bucket {
     }
 
     /// Headers and user metadata of one object, from a HEAD request.
-    async fn attributes(&self, key: &str) -> object_store::Attributes {
+    pub async fn attributes(&self, key: &str) -> object_store::Attributes {
         let options = GetOptions {
             head: true,
             ..Default::default()
