@@ -401,3 +401,71 @@ fn document_warnings_reach_plan_json() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn encoding_and_size_options() {
+    let repo = GitRepo::new();
+    repo.write("latin1.md", b"# Caf\xE9\n");
+    repo.commit("first");
+    let out = tempfile::tempdir().unwrap();
+    let target = format!("file://{}", out.path().display());
+    let plan = |extra: &[&str]| {
+        let mut cmd = common::r2sync(None, repo.path());
+        cmd.args(["plan", "--json", "--target", &target])
+            .args(extra);
+        cmd
+    };
+
+    let rejected = run_expect(&mut plan(&[]), 1);
+    assert!(
+        rejected
+            .stderr
+            .contains("latin1.md: not valid UTF-8 at byte 5"),
+        "{}",
+        rejected.stderr
+    );
+
+    let decoded = run_expect(&mut plan(&["--fallback-encoding", "windows-1252"]), 0);
+    let parsed: serde_json::Value = serde_json::from_str(&decoded.stdout).unwrap();
+    assert_eq!(parsed["summary"]["create"], 1);
+
+    let bad_label = run_expect(&mut plan(&["--fallback-encoding", "klingon"]), 1);
+    assert!(
+        bad_label
+            .stderr
+            .contains("invalid --fallback-encoding \"klingon\""),
+        "{}",
+        bad_label.stderr
+    );
+
+    let too_large = run_expect(
+        &mut plan(&["--fallback-encoding", "latin1", "--max-document-size", "4"]),
+        1,
+    );
+    assert!(
+        too_large
+            .stderr
+            .contains("latin1.md: 7 bytes is more than the maximum document size of 4 bytes"),
+        "{}",
+        too_large.stderr
+    );
+}
+
+#[test]
+fn decomposed_file_names_become_nfc_keys() {
+    let repo = GitRepo::new();
+    // "café" with a combining accent (NFD), as macOS file systems write it.
+    repo.write("cafe\u{301}.md", "# Café\n");
+    repo.commit("first");
+    let out = tempfile::tempdir().unwrap();
+    let target = format!("file://{}", out.path().display());
+    run_expect(
+        common::r2sync(None, repo.path()).args(["apply", "--yes", "--target", &target]),
+        0,
+    );
+    assert!(out.path().join("caf\u{e9}.md").is_file(), "the key is NFC");
+    run_expect(
+        common::r2sync(None, repo.path()).args(["check", "--target", &target]),
+        0,
+    );
+}
