@@ -1,11 +1,11 @@
 //! Normalization of one Markdown document into the exact bytes to upload,
 //! and what is derived from it.
 //!
-//! The rules, in order: decode the bytes (UTF-8, or UTF-16 with a byte
-//! order mark, or a declared fallback encoding; a UTF-8 byte order mark is
-//! dropped), turn CRLF and lone CR line endings into LF, then split off
-//! front matter that starts on the very first line. Everything after the
-//! closing delimiter line is kept byte for byte.
+//! The rules, in order. Decode the bytes: UTF-8 without its byte order
+//! mark, UTF-16 when a byte order mark declares it, or a declared fallback
+//! encoding. Turn CRLF and lone CR line endings into LF. Split off front
+//! matter that starts on the very first line. Everything after the closing
+//! delimiter line is kept byte for byte.
 
 mod derive;
 mod encoding;
@@ -170,8 +170,8 @@ pub fn normalize(
         .or_else(|| matter_text("summary"))
         .or_else(|| derived.first_paragraph.clone());
 
-    // Keep mode uploads the committed bytes when they are UTF-8; text in
-    // another encoding is uploaded as normalized UTF-8, as Content-Type says.
+    // Keep mode uploads the committed bytes when they are UTF-8. Text in
+    // another encoding is uploaded as normalized UTF-8, to match Content-Type.
     let body = match options.front_matter {
         FrontMatterMode::Strip => markdown_body.as_bytes().to_vec(),
         FrontMatterMode::Keep if std::str::from_utf8(raw).is_ok() => raw.to_vec(),
@@ -200,8 +200,8 @@ fn normalize_line_endings(text: &str) -> String {
     text.replace("\r\n", "\n").replace('\r', "\n")
 }
 
-/// The text of a front matter scalar, trimmed, without a stray byte order
-/// mark; `None` for empty values and collections.
+/// Returns the text of a front matter scalar, trimmed and without a stray
+/// byte order mark, or `None` for empty values and collections.
 fn text_from_value(value: &serde_json::Value) -> Option<String> {
     let text = match value {
         serde_json::Value::String(text) => text.replace('\u{feff}', "").trim().to_string(),
