@@ -221,6 +221,16 @@ impl Credentials {
         endpoint_flag: Option<&str>,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
+        Self::resolve_in(target, endpoint_flag, None, lookup)
+    }
+
+    /// Like [`Credentials::resolve`], for an R2 account in a jurisdiction.
+    pub fn resolve_in(
+        target: &Target,
+        endpoint_flag: Option<&str>,
+        jurisdiction: Option<Jurisdiction>,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         if let TargetKind::Local { .. } = target.kind {
             return Ok(Credentials::default());
         }
@@ -237,7 +247,16 @@ impl Credentials {
                                     .ok_or_else(|| ConfigError::MissingR2Endpoint {
                                         target: target.to_string(),
                                     })?;
-                            format!("https://{}.r2.cloudflarestorage.com", account.trim())
+                            match jurisdiction {
+                                Some(jurisdiction) => format!(
+                                    "https://{}.{}.r2.cloudflarestorage.com",
+                                    account.trim(),
+                                    jurisdiction.host_label()
+                                ),
+                                None => {
+                                    format!("https://{}.r2.cloudflarestorage.com", account.trim())
+                                }
+                            }
                         }
                     },
                 };
@@ -307,11 +326,28 @@ pub enum DeleteMode {
     Delete,
 }
 
-/// The configuration file (`r2sync.toml`). Every key is optional; a flag
-/// given on the command line wins over the file.
+/// The configuration file (`r2sync.toml`). Every key is optional. A flag
+/// or environment variable wins over the file, and a `[targets.NAME]`
+/// table chosen with `--target-name` wins over the top level.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
+    pub repo: Option<String>,
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    pub root: Option<String>,
+    pub include: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+    pub target: Option<String>,
+    pub endpoint: Option<String>,
+    pub jurisdiction: Option<Jurisdiction>,
+    pub concurrency: Option<u16>,
+    pub retries: Option<usize>,
+    pub timeout: Option<u64>,
+    pub cache_dir: Option<PathBuf>,
+    pub delete_mode: Option<DeleteMode>,
+    pub archive_prefix: Option<String>,
+    pub max_deletes: Option<usize>,
     /// Key of the catalog object below the prefix.
     pub catalog: Option<String>,
     pub skip_drafts: Option<bool>,
@@ -322,15 +358,58 @@ pub struct FileConfig {
     pub front_matter: FrontMatterConfig,
     #[serde(default)]
     pub rules: Vec<RuleSpec>,
+    /// Named targets, chosen with `--target-name`.
+    #[serde(default)]
+    pub targets: std::collections::BTreeMap<String, TargetConfig>,
+}
+
+/// A `[targets.NAME]` table: where one environment publishes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TargetConfig {
+    pub target: Option<String>,
+    pub endpoint: Option<String>,
+    pub jurisdiction: Option<Jurisdiction>,
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    pub root: Option<String>,
+    pub include: Option<Vec<String>>,
+    pub exclude: Option<Vec<String>>,
+    pub delete_mode: Option<DeleteMode>,
+    pub archive_prefix: Option<String>,
+    pub max_deletes: Option<usize>,
+    pub catalog: Option<String>,
+    pub concurrency: Option<u16>,
 }
 
 /// The `[front-matter]` table.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FrontMatterConfig {
+    /// `strip` (default) or `keep`, as `--front-matter`.
+    pub mode: Option<FrontMatterMode>,
     /// Front matter field name to user metadata name.
     #[serde(default)]
     pub metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// R2 jurisdictions with their own endpoint host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Jurisdiction {
+    /// European Union: <ACCOUNT>.eu.r2.cloudflarestorage.com
+    Eu,
+    /// FedRAMP: <ACCOUNT>.fedramp.r2.cloudflarestorage.com
+    Fedramp,
+}
+
+impl Jurisdiction {
+    fn host_label(self) -> &'static str {
+        match self {
+            Jurisdiction::Eu => "eu",
+            Jurisdiction::Fedramp => "fedramp",
+        }
+    }
 }
 
 impl FileConfig {
@@ -505,6 +584,27 @@ mod tests {
             Some("https://abc123.r2.cloudflarestorage.com")
         );
         assert_eq!(credentials.region, "auto");
+    }
+
+    #[test]
+    fn r2_jurisdiction_endpoint() {
+        let target = Target::parse("r2://b").unwrap();
+        let lookup = env(&[
+            ("R2_ACCOUNT_ID", "abc123"),
+            ("R2_ACCESS_KEY_ID", "id"),
+            ("R2_SECRET_ACCESS_KEY", "secret"),
+        ]);
+        let eu = Credentials::resolve_in(&target, None, Some(Jurisdiction::Eu), &lookup).unwrap();
+        assert_eq!(
+            eu.endpoint.as_deref(),
+            Some("https://abc123.eu.r2.cloudflarestorage.com")
+        );
+        let fedramp =
+            Credentials::resolve_in(&target, None, Some(Jurisdiction::Fedramp), &lookup).unwrap();
+        assert_eq!(
+            fedramp.endpoint.as_deref(),
+            Some("https://abc123.fedramp.r2.cloudflarestorage.com")
+        );
     }
 
     #[test]

@@ -469,3 +469,58 @@ fn decomposed_file_names_become_nfc_keys() {
         0,
     );
 }
+
+#[test]
+fn options_layer_flags_over_env_over_file() {
+    let repo = GitRepo::new();
+    repo.write("content/a.md", "# A\n");
+    repo.write("other/b.md", "# B\n");
+    repo.commit("first");
+    std::fs::write(
+        repo.path().join("r2sync.toml"),
+        "root = \"content\"\ntarget = \"file://./from-file\"\n\n[targets.staging]\ntarget = \"file://./staging\"\nroot = \"other\"\n",
+    )
+    .unwrap();
+    let plan = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = common::r2sync(None, repo.path());
+        cmd.arg("plan").args(args);
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
+        run_expect(&mut cmd, 0).stdout
+    };
+
+    // The file beats the defaults.
+    let from_file = plan(&[], &[]);
+    assert!(
+        from_file.contains("from-file") && from_file.contains("+ a.md"),
+        "{from_file}"
+    );
+
+    // The environment beats the file, and a flag beats the environment.
+    let from_env = plan(&[], &[("R2SYNC_TARGET", "file://./from-env")]);
+    assert!(from_env.contains("from-env"), "{from_env}");
+    let from_flag = plan(
+        &["--target", "file://./from-flag"],
+        &[("R2SYNC_TARGET", "file://./from-env")],
+    );
+    assert!(from_flag.contains("from-flag"), "{from_flag}");
+
+    // A named target beats the top level of the file.
+    let staging = plan(&["--target-name", "staging"], &[]);
+    assert!(
+        staging.contains("/staging") && staging.contains("+ b.md"),
+        "{staging}"
+    );
+
+    let mut unknown = common::r2sync(None, repo.path());
+    unknown.args(["plan", "--target-name", "prod"]);
+    let result = run_expect(&mut unknown, 1);
+    assert!(
+        result
+            .stderr
+            .contains("no such [targets.prod] table; defined: staging"),
+        "{}",
+        result.stderr
+    );
+}

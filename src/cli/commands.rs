@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use serde::Serialize;
 
+use super::merge::merge_file;
 use super::output::Output;
 use super::{ApplyArgs, ChangeArgs, CheckArgs, Cli, Command, ExitCode, PlanArgs, SyncArgs};
 use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport};
@@ -64,31 +65,41 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         .enable_all()
         .build()
         .map_err(CliError::Runtime)?;
+    let explicit = cli.explicit;
 
     match cli.command {
-        Command::Plan(args) => {
+        Command::Plan(mut args) => {
+            let file = FileConfig::load(args.sync.config.as_deref())?;
+            merge_file(&mut args.sync, Some(&mut args.change), &file, &explicit)?;
             let output = Output::new(cli.quiet, cli.no_progress, args.json);
-            runtime.block_on(plan_command(&args, &output))
+            runtime.block_on(plan_command(&args, &file, &output))
         }
-        Command::Apply(args) => {
+        Command::Apply(mut args) => {
+            let file = FileConfig::load(args.sync.config.as_deref())?;
+            let mut given = merge_file(&mut args.sync, Some(&mut args.change), &file, &explicit)?;
+            given.extend(explicit);
             let output = Output::new(cli.quiet, cli.no_progress, args.json);
-            runtime.block_on(apply_command(&args, &output))
+            runtime.block_on(apply_command(&args, &file, &given, &output))
         }
         Command::SyncCloudflareR2(alias) => {
-            let args = ApplyArgs {
+            let mut args = ApplyArgs {
                 plan_file: None,
                 sync: alias.sync,
                 change: alias.change,
                 yes: true,
                 json: false,
-                explicit: Vec::new(),
             };
+            let file = FileConfig::load(args.sync.config.as_deref())?;
+            let mut given = merge_file(&mut args.sync, Some(&mut args.change), &file, &explicit)?;
+            given.extend(explicit);
             let output = Output::new(cli.quiet, cli.no_progress, false);
-            runtime.block_on(apply_command(&args, &output))
+            runtime.block_on(apply_command(&args, &file, &given, &output))
         }
-        Command::Check(args) => {
+        Command::Check(mut args) => {
+            let file = FileConfig::load(args.sync.config.as_deref())?;
+            merge_file(&mut args.sync, None, &file, &explicit)?;
             let output = Output::new(cli.quiet, cli.no_progress, args.json);
-            runtime.block_on(check_command(&args, &output))
+            runtime.block_on(check_command(&args, &file, &output))
         }
     }
 }
@@ -103,17 +114,22 @@ struct Prepared {
     concurrency: usize,
 }
 
-/// Resolves settings from the arguments, the environment and the
-/// configuration file, in that order of precedence. `check` passes no
-/// change options and gets the defaults.
+/// Resolves settings from the arguments (already layered over the
+/// configuration file) and the file's rules and front matter mapping.
+/// `check` passes no change options and gets the defaults.
 fn resolve_settings(
     args: &SyncArgs,
     change: Option<&ChangeArgs>,
+    file: &FileConfig,
 ) -> Result<(Settings, Target, Credentials), CliError> {
-    let file = FileConfig::load(args.config.as_deref())?;
     let target = Target::parse(&args.target)?;
     let lookup = |name: &str| std::env::var(name).ok();
-    let credentials = Credentials::resolve(&target, args.endpoint.as_deref(), &lookup)?;
+    let credentials = Credentials::resolve_in(
+        &target,
+        args.endpoint.as_deref(),
+        args.jurisdiction,
+        &lookup,
+    )?;
     let include = if args.include.is_empty() {
         source::DEFAULT_INCLUDE
             .iter()
@@ -126,13 +142,13 @@ fn resolve_settings(
         Some(prefix) => Some(config::normalize_key_prefix(prefix, "--archive-prefix")?),
         None => None,
     };
-    let catalog = match args.catalog.as_ref().or(file.catalog.as_ref()) {
+    let catalog = match args.catalog.as_ref() {
         Some(key) => {
             Some(config::normalize_key_prefix(key, "--catalog")?).filter(|key| !key.is_empty())
         }
         None => None,
     };
-    let fallback_encoding = args.fallback_encoding.clone().or(file.fallback_encoding);
+    let fallback_encoding = args.fallback_encoding.clone();
     if let Some(label) = &fallback_encoding {
         if markdown::encoding_for_label(label).is_none() {
             return Err(ConfigError::Option {
@@ -157,18 +173,16 @@ fn resolve_settings(
         delete_mode: change.map(|change| change.delete_mode).unwrap_or_default(),
         archive_prefix,
         catalog,
-        skip_drafts: args.skip_drafts || file.skip_drafts.unwrap_or(false),
+        skip_drafts: args.skip_drafts,
         fallback_encoding,
         max_document_size: args
             .max_document_size
-            .or(file.max_document_size)
             .unwrap_or(markdown::DEFAULT_MAX_DOCUMENT_BYTES),
         max_metadata_bytes: args
             .max_metadata_bytes
-            .or(file.max_metadata_bytes)
             .unwrap_or(manifest::DEFAULT_MAX_METADATA_BYTES),
-        front_matter_metadata: file.front_matter.metadata,
-        rules: file.rules,
+        front_matter_metadata: file.front_matter.metadata.clone(),
+        rules: file.rules.clone(),
     };
     Ok((settings, target, credentials))
 }
@@ -178,11 +192,12 @@ fn resolve_settings(
 async fn prepare(
     args: &SyncArgs,
     change: Option<&ChangeArgs>,
+    file: &FileConfig,
     output: &Output,
     commit: Option<&str>,
     create_target: bool,
 ) -> Result<Prepared, CliError> {
-    let (settings, target, credentials) = resolve_settings(args, change)?;
+    let (settings, target, credentials) = resolve_settings(args, change, file)?;
     let started = Instant::now();
 
     // Desired state, from the Git object database.
@@ -295,8 +310,12 @@ fn make_plan(prepared: &Prepared, max_deletes: usize, adopt: bool) -> Result<Pla
     ))
 }
 
-async fn plan_command(args: &PlanArgs, output: &Output) -> Result<ExitCode, CliError> {
-    let prepared = prepare(&args.sync, Some(&args.change), output, None, false).await?;
+async fn plan_command(
+    args: &PlanArgs,
+    file: &FileConfig,
+    output: &Output,
+) -> Result<ExitCode, CliError> {
+    let prepared = prepare(&args.sync, Some(&args.change), file, output, None, false).await?;
     let plan = make_plan(&prepared, args.change.max_deletes, args.change.adopt)?;
 
     if let Some(path) = &args.out {
@@ -324,12 +343,18 @@ async fn plan_command(args: &PlanArgs, output: &Output) -> Result<ExitCode, CliE
     Ok(ExitCode::Success)
 }
 
-async fn apply_command(args: &ApplyArgs, output: &Output) -> Result<ExitCode, CliError> {
+async fn apply_command(
+    args: &ApplyArgs,
+    file: &FileConfig,
+    given: &[String],
+    output: &Output,
+) -> Result<ExitCode, CliError> {
     // Plan now, or load a saved plan and prove it still holds.
     let (prepared, plan) = match &args.plan_file {
-        Some(path) => load_saved_plan(path, args, output).await?,
+        Some(path) => load_saved_plan(path, args, file, given, output).await?,
         None => {
-            let prepared = prepare(&args.sync, Some(&args.change), output, None, true).await?;
+            let prepared =
+                prepare(&args.sync, Some(&args.change), file, output, None, true).await?;
             let plan = make_plan(&prepared, args.change.max_deletes, args.change.adopt)?;
             (prepared, plan)
         }
@@ -459,10 +484,13 @@ fn confirm() -> Result<(), CliError> {
 
 /// Loads a saved plan and checks that the source commit, the settings and
 /// the remote state of every key it touches are as they were. Options not
-/// given on the command line (or through the environment) come from the plan.
+/// given on the command line, through the environment or by the
+/// configuration file come from the plan.
 async fn load_saved_plan(
     path: &Path,
     args: &ApplyArgs,
+    file: &FileConfig,
+    given: &[String],
     output: &Output,
 ) -> Result<(Prepared, Plan), CliError> {
     let plan_error = |message: String| CliError::PlanFile {
@@ -482,8 +510,8 @@ async fn load_saved_plan(
     }
 
     // Settings first: they decide what the source and remote mean.
-    let (sync, change) = settings_from_plan(&plan, args);
-    let (settings, _, _) = resolve_settings(&sync, Some(&change))?;
+    let (sync, change) = settings_from_plan(&plan, args, given);
+    let (settings, _, _) = resolve_settings(&sync, Some(&change), file)?;
     let mut reasons: Vec<String> = plan
         .settings
         .differences(&settings)
@@ -523,6 +551,7 @@ async fn load_saved_plan(
     let prepared = prepare(
         &sync,
         Some(&change),
+        file,
         output,
         Some(&plan.source.commit),
         true,
@@ -567,8 +596,8 @@ async fn load_saved_plan(
 }
 
 /// Fills every option that was not given explicitly from the saved plan.
-fn settings_from_plan(plan: &Plan, args: &ApplyArgs) -> (SyncArgs, ChangeArgs) {
-    let given = |id: &str| args.explicit.iter().any(|explicit| explicit == id);
+fn settings_from_plan(plan: &Plan, args: &ApplyArgs, given: &[String]) -> (SyncArgs, ChangeArgs) {
+    let given = |id: &str| given.iter().any(|explicit| explicit == id);
     let mut sync = args.sync.clone();
     let mut change = args.change.clone();
     let saved = &plan.settings;
@@ -623,8 +652,12 @@ struct CheckResult<'a> {
     drift: Vec<Drift<'a>>,
 }
 
-async fn check_command(args: &CheckArgs, output: &Output) -> Result<ExitCode, CliError> {
-    let prepared = prepare(&args.sync, None, output, None, false).await?;
+async fn check_command(
+    args: &CheckArgs,
+    file: &FileConfig,
+    output: &Output,
+) -> Result<ExitCode, CliError> {
+    let prepared = prepare(&args.sync, None, file, output, None, false).await?;
     // Drift is reported whatever its size, and a foreign object in a
     // desired key is drift too.
     let plan = make_plan(&prepared, usize::MAX, true)?;

@@ -1,6 +1,7 @@
 //! Command-line interface: argument definitions and the commands.
 
 mod commands;
+mod merge;
 mod output;
 
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::config::DeleteMode;
+use crate::config::{DeleteMode, Jurisdiction};
 use crate::markdown::FrontMatterMode;
 
 pub use commands::{run, CliError};
@@ -48,6 +49,11 @@ pub struct Cli {
     /// Never show a progress bar.
     #[arg(long, global = true)]
     pub no_progress: bool,
+
+    /// Ids of the options given on the command line or through the
+    /// environment, which win over the configuration file and a saved plan.
+    #[arg(skip)]
+    pub explicit: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +94,10 @@ pub struct SyncArgs {
     #[arg(long = "exclude", value_name = "GLOB")]
     pub exclude: Vec<String>,
 
+    /// A [targets.NAME] table of the configuration file to use.
+    #[arg(long, value_name = "NAME", env = "R2SYNC_TARGET_NAME")]
+    pub target_name: Option<String>,
+
     /// Destination: r2://BUCKET/PREFIX, s3://BUCKET/PREFIX, or a local
     /// directory as file:///ABSOLUTE/DIR or file://./RELATIVE/DIR.
     #[arg(long, default_value = DEFAULT_TARGET, env = "R2SYNC_TARGET")]
@@ -96,6 +106,10 @@ pub struct SyncArgs {
     /// S3 endpoint URL; for r2:// targets the default comes from R2_ACCOUNT_ID.
     #[arg(long, env = "R2SYNC_ENDPOINT")]
     pub endpoint: Option<String>,
+
+    /// R2 jurisdiction of the bucket, which selects its endpoint host.
+    #[arg(long, value_enum, env = "R2_JURISDICTION")]
+    pub jurisdiction: Option<Jurisdiction>,
 
     /// Requests in flight at once.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=512))]
@@ -204,11 +218,6 @@ pub struct ApplyArgs {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-
-    /// Ids of the options given on the command line or through the
-    /// environment; a saved plan supplies the others.
-    #[arg(skip)]
-    pub explicit: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -236,8 +245,8 @@ pub fn parse() -> Result<Cli, clap::Error> {
     let mut matches = Cli::command().try_get_matches()?;
 
     // Read the value sources before the values are moved out of the matches.
-    let explicit: Vec<String> = match matches.subcommand_matches("apply") {
-        Some(sub) => sub
+    let explicit: Vec<String> = match matches.subcommand() {
+        Some((_, sub)) => sub
             .ids()
             .filter(|id| {
                 matches!(
@@ -251,8 +260,6 @@ pub fn parse() -> Result<Cli, clap::Error> {
     };
 
     let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
-    if let Command::Apply(args) = &mut cli.command {
-        args.explicit = explicit;
-    }
+    cli.explicit = explicit;
     Ok(cli)
 }
