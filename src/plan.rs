@@ -473,6 +473,90 @@ pub fn render(plan: &Plan, color: bool) -> String {
     out
 }
 
+/// Changes shown before a Markdown plan folds its table into a
+/// collapsed `<details>` block.
+const MARKDOWN_OPEN_ROWS: usize = 20;
+
+/// Renders the plan as Markdown for a pull-request comment or a GitHub step
+/// summary: a heading with the counts, the source and target, and a table
+/// of changes, collapsed when long.
+pub fn render_markdown(plan: &Plan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "### r2sync plan\n");
+    let _ = writeln!(out, "{}\n", summary_line(&plan.summary));
+    let _ = writeln!(
+        out,
+        "Source {} at {} (`{}`), target {}.\n",
+        markdown_code(&plan.source.repo),
+        markdown_code(&plan.source.reference),
+        short_commit(&plan.source.commit),
+        markdown_code(&plan.settings.target)
+    );
+
+    if plan.has_changes() {
+        let mut table = String::from("| | key | change |\n|---|---|---|\n");
+        for change in &plan.changes {
+            let (sign, text) = match change.action {
+                Action::Create => ("+", format!("create ({})", human_bytes(change.bytes))),
+                Action::Update => (
+                    "~",
+                    format!(
+                        "update: {} ({})",
+                        change
+                            .reason
+                            .map(|reason| reason.to_string())
+                            .unwrap_or_default(),
+                        human_bytes(change.bytes)
+                    ),
+                ),
+                Action::Archive => (
+                    ">",
+                    format!(
+                        "archive to {}",
+                        markdown_code(change.archive_key.as_deref().unwrap_or("?"))
+                    ),
+                ),
+                Action::Delete => ("-", "delete".to_string()),
+            };
+            let _ = writeln!(
+                table,
+                "| {sign} | {} | {text} |",
+                markdown_code(&change.key)
+            );
+        }
+        if plan.changes.len() > MARKDOWN_OPEN_ROWS {
+            let _ = writeln!(
+                out,
+                "<details><summary>{} changes</summary>\n\n{table}\n</details>\n",
+                plan.changes.len()
+            );
+        } else {
+            let _ = writeln!(out, "{table}");
+        }
+    }
+    if !plan.unmanaged.is_empty() {
+        let _ = writeln!(
+            out,
+            "{} objects under the prefix were not written by r2sync and are left alone.\n",
+            plan.unmanaged.len()
+        );
+    }
+    for warning in &plan.warnings {
+        let _ = writeln!(out, "> **Warning:** {}\n", warning.replace('\n', " "));
+    }
+    out
+}
+
+/// A Markdown code span that survives pipes (table cells) and backticks.
+fn markdown_code(text: &str) -> String {
+    let escaped = text.replace('|', "\\|");
+    if escaped.contains('`') {
+        format!("`` {escaped} ``")
+    } else {
+        format!("`{escaped}`")
+    }
+}
+
 /// Formats the counts as one line ending in a period.
 pub fn summary_line(summary: &Summary) -> String {
     if summary.create + summary.update + summary.archive + summary.delete == 0 {
@@ -746,6 +830,53 @@ mod tests {
         let diff = diff(&desired(&[]), &state, &options(DeleteMode::Delete)).unwrap();
         assert!(diff.changes.is_empty());
         assert_eq!(diff.warnings.len(), 1);
+    }
+
+    #[test]
+    fn markdown_plan_folds_long_tables() {
+        let objects: Vec<DesiredObject> = (0..25)
+            .map(|index| desired_object(&format!("docs/a|{index}.md"), "x", "x"))
+            .collect();
+        let diff = diff(
+            &desired(&objects),
+            &actual(vec![]),
+            &options(DeleteMode::Delete),
+        )
+        .unwrap();
+        let settings = crate::config::Settings {
+            repo: ".".into(),
+            root: String::new(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+            target: "r2://bucket/docs".into(),
+            endpoint: None,
+            front_matter: Default::default(),
+            delete_mode: DeleteMode::Delete,
+            archive_prefix: None,
+            catalog: None,
+            skip_drafts: false,
+            fallback_encoding: None,
+            max_document_size: 1,
+            max_metadata_bytes: 1,
+            front_matter_metadata: BTreeMap::new(),
+            rules: Vec::new(),
+        };
+        let source = PlanSource {
+            repo: ".".into(),
+            reference: "main".into(),
+            commit: "0123456789abcdef".into(),
+        };
+        let plan = Plan::new(diff, source, settings, Utc::now());
+        let markdown = render_markdown(&plan);
+        assert!(markdown.contains("Plan: 25 to create"), "{markdown}");
+        assert!(
+            markdown.contains("<details><summary>25 changes</summary>"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| + | `docs/a\\|0.md` | create (1 B) |"),
+            "{markdown}"
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@ use serde::Serialize;
 
 use super::merge::merge_file;
 use super::output::Output;
-use super::{ApplyArgs, ChangeArgs, CheckArgs, Cli, Command, ExitCode, PlanArgs, SyncArgs};
+use super::{
+    ApplyArgs, ChangeArgs, CheckArgs, Cli, Command, ExitCode, PlanArgs, PlanFormat, SyncArgs,
+};
 use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport};
 use crate::config::{self, ConfigError, Credentials, FileConfig, Settings, Target, TargetKind};
 use crate::manifest::{self, DesiredOptions, DesiredState, ManifestError};
@@ -55,6 +57,8 @@ pub enum CliError {
         "apply failed for {count} of {total} changes (listed above); run apply again to converge"
     )]
     ApplyFailed { count: usize, total: usize },
+    #[error("{} already exists; pass --force to overwrite", paths.join(" and "))]
+    Exists { paths: Vec<String> },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -66,19 +70,21 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         .build()
         .map_err(CliError::Runtime)?;
     let explicit = cli.explicit;
+    let json_logs = cli.log_format == super::LogFormat::Json;
 
     match cli.command {
         Command::Plan(mut args) => {
             let file = FileConfig::load(args.sync.config.as_deref())?;
             merge_file(&mut args.sync, Some(&mut args.change), &file, &explicit)?;
-            let output = Output::new(cli.quiet, cli.no_progress, args.json);
+            let machine = args.json || args.format != PlanFormat::Text;
+            let output = Output::new(cli.quiet, cli.no_progress, machine, json_logs);
             runtime.block_on(plan_command(&args, &file, &output))
         }
         Command::Apply(mut args) => {
             let file = FileConfig::load(args.sync.config.as_deref())?;
             let mut given = merge_file(&mut args.sync, Some(&mut args.change), &file, &explicit)?;
             given.extend(explicit);
-            let output = Output::new(cli.quiet, cli.no_progress, args.json);
+            let output = Output::new(cli.quiet, cli.no_progress, args.json, json_logs);
             runtime.block_on(apply_command(&args, &file, &given, &output))
         }
         Command::SyncCloudflareR2(alias) => {
@@ -92,14 +98,35 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let file = FileConfig::load(args.sync.config.as_deref())?;
             let mut given = merge_file(&mut args.sync, Some(&mut args.change), &file, &explicit)?;
             given.extend(explicit);
-            let output = Output::new(cli.quiet, cli.no_progress, false);
+            let output = Output::new(cli.quiet, cli.no_progress, false, json_logs);
             runtime.block_on(apply_command(&args, &file, &given, &output))
         }
         Command::Check(mut args) => {
             let file = FileConfig::load(args.sync.config.as_deref())?;
             merge_file(&mut args.sync, None, &file, &explicit)?;
-            let output = Output::new(cli.quiet, cli.no_progress, args.json);
+            let output = Output::new(cli.quiet, cli.no_progress, args.json, json_logs);
             runtime.block_on(check_command(&args, &file, &output))
+        }
+        Command::Doctor(mut args) => {
+            let file = FileConfig::load(args.sync.config.as_deref())?;
+            merge_file(&mut args.sync, None, &file, &explicit)?;
+            runtime.block_on(super::doctor::run(&args))
+        }
+        Command::Init(args) => super::init::run(&args),
+        Command::Completions(args) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(args.shell, &mut command, "r2sync", &mut std::io::stdout());
+            Ok(ExitCode::Success)
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command)
+                .render(&mut std::io::stdout())
+                .map_err(|source| CliError::Write {
+                    path: "stdout".into(),
+                    source,
+                })?;
+            Ok(ExitCode::Success)
         }
     }
 }
@@ -331,10 +358,25 @@ async fn plan_command(
         ));
     }
 
-    if args.json {
-        print_json(&plan);
+    tracing::info!(
+        event = "summary",
+        create = plan.summary.create,
+        update = plan.summary.update,
+        archive = plan.summary.archive,
+        delete = plan.summary.delete,
+        unchanged = plan.summary.unchanged,
+        unmanaged = plan.summary.unmanaged,
+        "plan finished"
+    );
+    let format = if args.json {
+        PlanFormat::Json
     } else {
-        print!("{}", plan::render(&plan, output.color()));
+        args.format
+    };
+    match format {
+        PlanFormat::Json => print_json(&plan),
+        PlanFormat::Markdown => print!("{}", plan::render_markdown(&plan)),
+        PlanFormat::Text => print!("{}", plan::render(&plan, output.color())),
     }
 
     if args.detailed_exitcode && plan.has_changes() {
@@ -402,6 +444,8 @@ async fn apply_command(
         writes = report.writes.total(),
         bytes = report.bytes_uploaded,
         elapsed_ms = started.elapsed().as_millis() as u64,
+        failed = report.failures.len(),
+        event = "summary",
         "apply finished"
     );
 
@@ -410,13 +454,13 @@ async fn apply_command(
     }
     for failure in &report.failures {
         if failure.error.contains(&failure.key) {
-            eprintln!("error: {}", failure.error);
+            output.error(&failure.error);
         } else {
-            eprintln!("error: {}: {}", failure.key, failure.error);
+            output.error(format!("{}: {}", failure.key, failure.error));
         }
     }
     if let Some(reason) = &report.stopped {
-        eprintln!("Stopped early: {reason}");
+        output.error(format!("stopped early: {reason}"));
     }
     output.status(format!(
         "Applied {}: {} created, {} updated, {} archived, {} deleted ({} uploaded, {} write requests) in {:.1}s.",
@@ -686,6 +730,12 @@ async fn check_command(
         })
         .collect();
     let in_sync = drift.is_empty();
+    tracing::info!(
+        event = "summary",
+        in_sync,
+        drift = drift.len(),
+        "check finished"
+    );
 
     if args.json {
         print_json(&CheckResult {

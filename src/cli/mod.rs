@@ -1,6 +1,8 @@
 //! Command-line interface: argument definitions and the commands.
 
 mod commands;
+mod doctor;
+mod init;
 mod merge;
 mod output;
 
@@ -50,10 +52,33 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub no_progress: bool,
 
+    /// Log format on stderr: text for people, or json with one object per
+    /// event (action, key, bytes, latency, attempt) and a final summary.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true, env = "R2SYNC_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
     /// Ids of the options given on the command line or through the
     /// environment, which win over the configuration file and a saved plan.
     #[arg(skip)]
     pub explicit: Vec<String>,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Plan output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    /// Lines like `terraform plan`.
+    Text,
+    /// The versioned plan document, as saved with --out.
+    Json,
+    /// Markdown for a pull-request comment or $GITHUB_STEP_SUMMARY.
+    Markdown,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +92,43 @@ pub enum Command {
     /// The same as `apply --yes` (for any target), for scripts that expect this name.
     #[command(name = "sync-cloudflare-r2")]
     SyncCloudflareR2(SyncAlias),
+    /// Write a commented r2sync.toml and .env.example, then print the next steps.
+    Init(InitArgs),
+    /// Check an endpoint and bucket: credentials, listing, writes,
+    /// conditional writes, copy, bulk delete and awkward keys.
+    Doctor(DoctorArgs),
+    /// Print a shell completion script.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff) on stdout.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to write the files into.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub sync: SyncArgs,
+
+    /// Print the results as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// Options shared by every command: the source, the target and how to reach it.
@@ -191,9 +253,13 @@ pub struct PlanArgs {
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 
-    /// Print the plan as versioned JSON on stdout.
+    /// Print the plan as versioned JSON on stdout (the same as --format json).
     #[arg(long)]
     pub json: bool,
+
+    /// Output format of the plan.
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
 
     /// Exit 0 when there are no changes, 2 when there are, 1 on error.
     #[arg(long)]

@@ -14,17 +14,24 @@ pub struct Output {
     quiet: bool,
     progress: bool,
     color: bool,
+    /// Status lines become log events, so stderr carries only JSON.
+    json_logs: bool,
 }
 
 impl Output {
     /// `machine` is set for `--json`, where stdout carries only the JSON
     /// and no progress bar may interleave with it.
-    pub fn new(quiet: bool, no_progress: bool, machine: bool) -> Self {
+    pub fn new(quiet: bool, no_progress: bool, machine: bool, json_logs: bool) -> Self {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
         Output {
             quiet,
-            progress: !quiet && !no_progress && !machine && std::io::stderr().is_terminal(),
+            progress: !quiet
+                && !no_progress
+                && !machine
+                && !json_logs
+                && std::io::stderr().is_terminal(),
             color: !no_color && std::io::stdout().is_terminal(),
+            json_logs,
         }
     }
 
@@ -40,8 +47,19 @@ impl Output {
 
     /// Prints a status line on stderr unless `--quiet`.
     pub fn status(&self, message: impl AsRef<str>) {
-        if !self.quiet {
+        if self.json_logs {
+            tracing::info!(event = "status", "{}", message.as_ref());
+        } else if !self.quiet {
             eprintln!("{}", message.as_ref());
+        }
+    }
+
+    /// Prints an error line on stderr, or logs it as an error event.
+    pub fn error(&self, message: impl AsRef<str>) {
+        if self.json_logs {
+            tracing::error!(event = "error", "{}", message.as_ref());
+        } else {
+            eprintln!("error: {}", message.as_ref());
         }
     }
 

@@ -427,7 +427,11 @@ impl Remote {
             let latency_ms = started.elapsed().as_millis() as u64;
             match result {
                 Ok(etag) => {
-                    tracing::debug!(latency_ms, "put {key} ({bytes} bytes) in {latency_ms} ms");
+                    tracing::info!(
+                        action = "put",
+                        latency_ms,
+                        "put {key} ({bytes} bytes) in {latency_ms} ms"
+                    );
                     Ok(etag)
                 }
                 Err(source) => {
@@ -525,7 +529,8 @@ impl Remote {
                     Err(err) => return Err(copy_error(err)),
                 }
             }
-            tracing::debug!(
+            tracing::info!(
+                action = "copy",
                 latency_ms = started.elapsed().as_millis() as u64,
                 "copied {from} to {to}"
             );
@@ -617,6 +622,7 @@ impl Remote {
             })
             .collect();
         tracing::info!(
+            action = "delete",
             keys = keys.len(),
             latency_ms = started.elapsed().as_millis() as u64,
             "deleted {} keys",
