@@ -73,6 +73,14 @@ fn apply_converges_and_second_run_writes_nothing() {
         let before = runtime.block_on(fx.bucket.list(&fx.prefix));
         let second = fx.apply_json(&[]);
         assert_eq!(writes(&second), 0, "{}: {second}", server.name);
+        // Nothing to do costs the listing and the manifest read, no more.
+        let requests: u64 = second["requests"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|count| count.as_u64().unwrap())
+            .sum();
+        assert_eq!(requests, 2, "{}: {second}", server.name);
         let after = runtime.block_on(fx.bucket.list(&fx.prefix));
         assert_eq!(before, after, "{}", server.name);
 

@@ -223,3 +223,27 @@ fn doctor_checks_each_server_and_cleans_up() {
         );
     }
 }
+
+#[test]
+fn json_logs_number_attempts_on_servers() {
+    for server in common::servers() {
+        let fx = Fixture::new(&server, "json-logs");
+        fx.repo.write("a.md", "# A\n");
+        fx.repo.commit("one");
+        let mut command = common::r2sync(Some(&server), fx.workdir.path());
+        command
+            .args(["--log-format", "json", "apply", "--yes", "--repo"])
+            .arg(fx.repo.path())
+            .args(["--target", &common::target(&server, &fx.prefix)]);
+        let result = run_expect(&mut command, 0);
+        let put = result
+            .stderr
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .find(|event| event["fields"]["action"] == "put")
+            .expect("a put event");
+        assert_eq!(put["fields"]["attempt"], 1, "{}: {put}", server.name);
+        assert_eq!(put["span"]["key"], fx.key("a.md"));
+        assert_eq!(put["span"]["bytes"], 4);
+    }
+}

@@ -493,6 +493,8 @@ struct ApplyResult<'a> {
     planned: &'a plan::Summary,
     #[serde(flatten)]
     report: &'a ApplyReport,
+    /// HTTP requests of the whole run (listing and reads included), by method.
+    requests: std::collections::BTreeMap<String, u64>,
 }
 
 impl<'a> ApplyResult<'a> {
@@ -504,6 +506,7 @@ impl<'a> ApplyResult<'a> {
             target: &plan.settings.target,
             planned: &plan.summary,
             report,
+            requests: crate::remote::http::request_counts(),
         }
     }
 }

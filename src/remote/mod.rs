@@ -1,6 +1,7 @@
 //! The remote side: the bucket (or local directory) that r2sync converges,
 //! reached through object_store, and the actual state read from it.
 
+pub mod http;
 pub mod metadata;
 pub mod state;
 
@@ -190,7 +191,8 @@ impl Remote {
                     .with_conditional_put(S3ConditionalPut::ETagMatch)
                     .with_disable_tagging(true)
                     .with_client_options(client_options)
-                    .with_retry(retry);
+                    .with_retry(retry)
+                    .with_http_connector(http::ObservedConnector::default());
                 if let Some(endpoint) = &endpoint {
                     builder = builder.with_endpoint(endpoint);
                 }
@@ -386,56 +388,61 @@ impl Remote {
         let bytes = body.len();
         let span = tracing::info_span!("put", key, bytes);
         async {
+            // Headers and metadata become object_store attributes.
+            let mut attributes = Attributes::new();
+            for (name, value) in headers {
+                let attribute = header_attribute(name).ok_or_else(|| RemoteError::Setup {
+                    target: self.display.clone(),
+                    message: format!("header {name:?} cannot be set on objects"),
+                })?;
+                attributes.insert(attribute, AttributeValue::from(value.clone()));
+            }
+            for (name, value) in user_metadata {
+                attributes.insert(
+                    Attribute::Metadata(name.clone().into()),
+                    AttributeValue::from(metadata::encode(value)),
+                );
+            }
+
             let started = Instant::now();
-            let result = match &self.backend {
-                Backend::S3(store) => {
-                    let mut attributes = Attributes::new();
-                    for (name, value) in headers {
-                        let attribute =
-                            header_attribute(name).ok_or_else(|| RemoteError::Setup {
-                                target: self.display.clone(),
-                                message: format!("header {name:?} cannot be set on objects"),
-                            })?;
-                        attributes.insert(attribute, AttributeValue::from(value.clone()));
+            let write = async {
+                match &self.backend {
+                    Backend::S3(store) => {
+                        let options = PutOptions {
+                            mode: put_mode(&condition),
+                            attributes,
+                            ..Default::default()
+                        };
+                        store
+                            .put_opts(&path, PutPayload::from(body), options)
+                            .await
+                            .map(|result| result.e_tag.as_deref().map(normalize_etag))
                     }
-                    for (name, value) in user_metadata {
-                        attributes.insert(
-                            Attribute::Metadata(name.clone().into()),
-                            AttributeValue::from(metadata::encode(value)),
-                        );
+                    Backend::Local(store) => {
+                        self.put_local(store, key, &path, body, headers, user_metadata, &condition)
+                            .await
                     }
-                    let options = PutOptions {
-                        mode: put_mode(&condition),
-                        attributes,
-                        ..Default::default()
-                    };
-                    store
-                        .put_opts(&path, PutPayload::from(body), options)
-                        .await
-                        .map(|result| result.e_tag.as_deref().map(normalize_etag))
-                }
-                Backend::Local(store) => {
-                    self.put_local(store, key, &path, body, headers, user_metadata, &condition)
-                        .await
-                }
-                Backend::LocalMissing(_) => {
-                    // store() reports the missing directory.
-                    self.store()?;
-                    unreachable!("a missing local directory has no store");
+                    Backend::LocalMissing(dir) => Err(object_store::Error::NotFound {
+                        path: key.to_string(),
+                        source: format!("directory {} does not exist", dir.display()).into(),
+                    }),
                 }
             };
+            let (result, attempts) = http::counting_attempts(write).await;
+            let attempt = attempts.max(1);
             let latency_ms = started.elapsed().as_millis() as u64;
             match result {
                 Ok(etag) => {
                     tracing::info!(
                         action = "put",
+                        attempt,
                         latency_ms,
-                        "put {key} ({bytes} bytes) in {latency_ms} ms"
+                        "put {key} ({bytes} bytes) in {latency_ms} ms, attempt {attempt}"
                     );
                     Ok(etag)
                 }
                 Err(source) => {
-                    tracing::debug!(latency_ms, error = %source, "put {key} failed");
+                    tracing::debug!(attempt, latency_ms, error = %source, "put {key} failed");
                     Err(classify(key, "put", source))
                 }
             }
@@ -517,10 +524,10 @@ impl Remote {
             let started = Instant::now();
             let store = self.store()?;
             let copy_error = |source| classify(from, "copy", source);
-            store
-                .copy(&parse_key(from)?, &parse_key(to)?)
-                .await
-                .map_err(copy_error)?;
+            let (from_path, to_path) = (parse_key(from)?, parse_key(to)?);
+            let (result, attempts) =
+                http::counting_attempts(store.copy(&from_path, &to_path)).await;
+            result.map_err(copy_error)?;
             if let Backend::Local(_) = self.backend {
                 let side_from = local_metadata_path(from).map_err(copy_error)?;
                 let side_to = local_metadata_path(to).map_err(copy_error)?;
@@ -531,6 +538,7 @@ impl Remote {
             }
             tracing::info!(
                 action = "copy",
+                attempt = attempts.max(1),
                 latency_ms = started.elapsed().as_millis() as u64,
                 "copied {from} to {to}"
             );
