@@ -107,7 +107,17 @@ pub fn fingerprint(
     headers: &BTreeMap<String, String>,
     metadata: &BTreeMap<String, String>,
 ) -> Fingerprint {
-    let body_hash = blake3::hash(body);
+    fingerprint_from_parts(&blake3::hash(body).to_hex(), headers, metadata)
+}
+
+/// Computes a fingerprint from the hex blake3 hash of a body and the
+/// headers and user metadata of an object (fingerprint entries in the
+/// metadata are ignored), for objects whose body is known by its hash.
+pub fn fingerprint_from_parts(
+    body_hash: &str,
+    headers: &BTreeMap<String, String>,
+    metadata: &BTreeMap<String, String>,
+) -> Fingerprint {
     let headers_hash = hash_fields(
         headers
             .iter()
@@ -116,6 +126,7 @@ pub fn fingerprint(
     let metadata_hash = hash_fields(
         metadata
             .iter()
+            .filter(|(name, _)| ![META_HASH, META_BODY, META_HEADERS].contains(&name.as_str()))
             .map(|(name, value)| (name.as_str(), value.as_str())),
     );
 
@@ -127,7 +138,7 @@ pub fn fingerprint(
 
     Fingerprint {
         hash: combined.finalize().to_hex().to_string(),
-        body: body_hash.to_hex().to_string(),
+        body: body_hash.to_string(),
         headers: headers_hash.to_hex().to_string(),
     }
 }
@@ -225,12 +236,29 @@ pub enum ManifestError {
         key: String,
         other: String,
     },
+    #[error("{} documents cannot be published:\n  {}", errors.len(), list_errors(errors))]
+    Documents { errors: Vec<ManifestError> },
     #[error("{path}: user metadata is {size} bytes, more than the limit of {max}; shorten the mapped front matter fields or raise --max-metadata-bytes (R2 allows 8192)")]
     MetadataTooLarge {
         path: String,
         size: usize,
         max: usize,
     },
+}
+
+/// Errors listed one per line, at most this many.
+const MAX_LISTED_ERRORS: usize = 20;
+
+fn list_errors(errors: &[ManifestError]) -> String {
+    let mut lines: Vec<String> = errors
+        .iter()
+        .take(MAX_LISTED_ERRORS)
+        .map(|err| err.to_string())
+        .collect();
+    if errors.len() > MAX_LISTED_ERRORS {
+        lines.push(format!("and {} more", errors.len() - MAX_LISTED_ERRORS));
+    }
+    lines.join("\n  ")
 }
 
 /// Joins the prefix and the path below the root into an object key.
@@ -254,12 +282,20 @@ pub fn build(
     // Case- and normalization-folded key to the source path that claimed it.
     let mut claimed: BTreeMap<String, (String, String)> = BTreeMap::new();
     let mut catalog = Vec::new();
+    // Problems in documents are collected, so that one run reports them all.
+    let mut errors = Vec::new();
 
     for file in files {
         let raw = source::read_blob(repo, file)?;
-        let mut document = markdown::normalize(&file.repo_path, &raw, &options.normalize)?;
-        state.warnings.append(&mut document.warnings);
         on_file();
+        let mut document = match markdown::normalize(&file.repo_path, &raw, &options.normalize) {
+            Ok(document) => document,
+            Err(err) => {
+                errors.push(err.into());
+                continue;
+            }
+        };
+        state.warnings.append(&mut document.warnings);
 
         if options.skip_drafts && is_draft(document.front_matter.as_ref()) {
             tracing::info!(path = %file.repo_path, "skipping draft");
@@ -273,13 +309,17 @@ pub fn build(
             .nfc()
             .collect();
         if let Err(err) = object_store::path::Path::parse(&key) {
-            return Err(ManifestError::InvalidKey {
+            errors.push(ManifestError::InvalidKey {
                 path: file.repo_path.clone(),
                 key,
                 reason: err.to_string(),
             });
+            continue;
         }
-        claim_key(&mut claimed, &key, &file.repo_path)?;
+        if let Err(err) = claim_key(&mut claimed, &key, &file.repo_path) {
+            errors.push(err);
+            continue;
+        }
 
         // Headers: Markdown by default, then the rules.
         let mut headers = content_type_headers(MARKDOWN_CONTENT_TYPE);
@@ -316,7 +356,10 @@ pub fn build(
             headers,
             user_metadata,
         );
-        check_metadata_size(&object, options.max_metadata_bytes)?;
+        if let Err(err) = check_metadata_size(&object, options.max_metadata_bytes) {
+            errors.push(err);
+            continue;
+        }
 
         if options.catalog.is_some() {
             catalog.push(CatalogLine {
@@ -333,6 +376,11 @@ pub fn build(
         state.objects.insert(key, object);
     }
 
+    match errors.len() {
+        0 => {}
+        1 => return Err(errors.remove(0)),
+        _ => return Err(ManifestError::Documents { errors }),
+    }
     if options.local_target {
         check_file_folder_collisions(&state)?;
     }
@@ -508,6 +556,21 @@ mod tests {
         assert_eq!(base.body, other_meta.body);
         assert_eq!(base.headers, other_meta.headers);
         assert_ne!(base.hash, other_meta.hash);
+    }
+
+    #[test]
+    fn fingerprint_ignores_its_own_entries() {
+        let object = DesiredObject::new(
+            "k".into(),
+            "p".into(),
+            Bytes::from_static(b"body"),
+            markdown(),
+            metadata("T"),
+        );
+        let body_hash = blake3::hash(b"body").to_hex().to_string();
+        let recomputed =
+            fingerprint_from_parts(&body_hash, &markdown(), &object.metadata_with_fingerprint());
+        assert_eq!(recomputed, object.fingerprint);
     }
 
     #[test]

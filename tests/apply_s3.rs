@@ -495,6 +495,30 @@ fn check_reports_drift_by_key() {
         // apply repairs the drift.
         fx.apply_json(&[]);
         run_expect(&mut fx.cmd("check", &[]), 0);
+
+        // A metadata edit that keeps the body and r2sync's own entries is
+        // drift too: check computes fingerprints from what objects have.
+        let key = fx.key("a.md");
+        let mut attributes = runtime.block_on(fx.bucket.attributes(&key));
+        attributes.insert(
+            object_store::Attribute::Metadata("r2sync-title".into()),
+            "Edited title".into(),
+        );
+        let body = runtime.block_on(fx.bucket.get(&key));
+        runtime.block_on(fx.bucket.put_with(&key, &body, attributes));
+        let result = run_expect(&mut fx.cmd("check", &[]), 2);
+        assert!(
+            result
+                .stdout
+                .contains(&format!("{key}: differs from the commit (metadata)")),
+            "{}: {}",
+            server.name,
+            result.stdout
+        );
+        // The ETag did not change, so only a verifying apply sees it.
+        let repaired = fx.apply_json(&["--verify"]);
+        assert_eq!(repaired["updated"], 1, "{}: {repaired}", server.name);
+        run_expect(&mut fx.cmd("check", &[]), 0);
     }
 }
 
@@ -708,7 +732,9 @@ fn concurrent_change_stops_apply_cleanly() {
         let target = Target::parse(&common::target(&server, &fx.prefix)).unwrap();
         let remote = common::connect(&server, &target);
         let desired = common::desired_state(fx.repo.path(), &commit, "", &target.prefix);
-        let actual = runtime.block_on(state::read_actual(&remote, 4)).unwrap();
+        let actual = runtime
+            .block_on(state::read_actual(&remote, 4, false))
+            .unwrap();
         let options = PlanOptions {
             delete_mode: DeleteMode::Delete,
             max_deletes: 10,

@@ -214,16 +214,31 @@ fn resolve_settings(
     Ok((settings, target, credentials))
 }
 
-/// Reads the commit (at `commit` when given, else at `--ref`) into the
-/// desired state, and the bucket into the actual state.
+/// How `prepare` reads the source and the bucket.
+#[derive(Clone, Copy, Default)]
+struct Reading<'a> {
+    /// Commit to read instead of resolving `--ref` (a saved plan's).
+    commit: Option<&'a str>,
+    /// Create a missing local target directory (apply).
+    create_target: bool,
+    /// Compute every object's fingerprint from what it has (check).
+    verify: bool,
+}
+
+/// Reads the commit into the desired state and the bucket into the actual
+/// state.
 async fn prepare(
     args: &SyncArgs,
     change: Option<&ChangeArgs>,
     file: &FileConfig,
     output: &Output,
-    commit: Option<&str>,
-    create_target: bool,
+    reading: Reading<'_>,
 ) -> Result<Prepared, CliError> {
+    let Reading {
+        commit,
+        create_target,
+        verify,
+    } = reading;
     let (settings, target, credentials) = resolve_settings(args, change, file)?;
     let started = Instant::now();
 
@@ -291,7 +306,7 @@ async fn prepare(
         output.status(note);
     }
     let listing_started = Instant::now();
-    let actual = state::read_actual(&remote, args.concurrency as usize).await?;
+    let actual = state::read_actual(&remote, args.concurrency as usize, verify).await?;
     tracing::info!(
         objects = actual.objects.len(),
         head_requests = actual.head_requests,
@@ -342,7 +357,11 @@ async fn plan_command(
     file: &FileConfig,
     output: &Output,
 ) -> Result<ExitCode, CliError> {
-    let prepared = prepare(&args.sync, Some(&args.change), file, output, None, false).await?;
+    let reading = Reading {
+        verify: args.change.verify,
+        ..Default::default()
+    };
+    let prepared = prepare(&args.sync, Some(&args.change), file, output, reading).await?;
     let plan = make_plan(&prepared, args.change.max_deletes, args.change.adopt)?;
 
     if let Some(path) = &args.out {
@@ -395,8 +414,18 @@ async fn apply_command(
     let (prepared, plan) = match &args.plan_file {
         Some(path) => load_saved_plan(path, args, file, given, output).await?,
         None => {
-            let prepared =
-                prepare(&args.sync, Some(&args.change), file, output, None, true).await?;
+            let prepared = prepare(
+                &args.sync,
+                Some(&args.change),
+                file,
+                output,
+                Reading {
+                    create_target: true,
+                    verify: args.change.verify,
+                    ..Default::default()
+                },
+            )
+            .await?;
             let plan = make_plan(&prepared, args.change.max_deletes, args.change.adopt)?;
             (prepared, plan)
         }
@@ -595,15 +624,12 @@ async fn load_saved_plan(
     drop(repo);
 
     // Every key the plan touches must be as the plan saw it.
-    let prepared = prepare(
-        &sync,
-        Some(&change),
-        file,
-        output,
-        Some(&plan.source.commit),
-        true,
-    )
-    .await?;
+    let reading = Reading {
+        commit: Some(&plan.source.commit),
+        create_target: true,
+        verify: false,
+    };
+    let prepared = prepare(&sync, Some(&change), file, output, reading).await?;
     for change in &plan.changes {
         let now = prepared
             .actual
@@ -704,7 +730,11 @@ async fn check_command(
     file: &FileConfig,
     output: &Output,
 ) -> Result<ExitCode, CliError> {
-    let prepared = prepare(&args.sync, None, file, output, None, false).await?;
+    let reading = Reading {
+        verify: true,
+        ..Default::default()
+    };
+    let prepared = prepare(&args.sync, None, file, output, reading).await?;
     // Drift is reported whatever its size, and a foreign object in a
     // desired key is drift too.
     let plan = make_plan(&prepared, usize::MAX, true)?;
@@ -767,6 +797,7 @@ async fn check_command(
         for item in &drift {
             println!("  {}: {}", item.key, item.problem);
         }
+        output.status("Run `r2sync apply --verify` with the same options to repair it.");
     }
 
     Ok(if in_sync {

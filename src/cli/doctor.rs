@@ -295,7 +295,7 @@ async fn compare_heads(
     let copy = remote.head(copy).await.map_err(|err| err.to_string())?;
     match (original, copy) {
         (Some(original), Some(copy))
-            if original.metadata == copy.metadata && original.content_type == copy.content_type =>
+            if original.metadata == copy.metadata && original.headers == copy.headers =>
         {
             Ok((Status::Ok, "Content-Type and metadata copied".into()))
         }

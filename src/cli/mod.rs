@@ -239,6 +239,12 @@ pub struct ChangeArgs {
     /// Overwrite objects that exist at a desired key but were not written by r2sync.
     #[arg(long)]
     pub adopt: bool,
+
+    /// Read every object's headers and metadata (and unverified bodies)
+    /// instead of trusting the state manifest, as check does; repairs
+    /// edits that kept the ETag, such as metadata-only changes.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Debug, Args)]

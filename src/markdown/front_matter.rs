@@ -33,6 +33,8 @@ pub(super) struct FrontMatterBlock<'a> {
     matter: &'a str,
     /// Byte offset where the body starts, after the closing delimiter line.
     pub(super) body_start: usize,
+    /// Text after a JSON object on its closing line, which is dropped.
+    pub(super) trailing_text: Option<&'a str>,
 }
 
 /// Finds front matter at the start of `text`. A block whose closing
@@ -63,6 +65,7 @@ pub(super) fn split_front_matter(text: &str) -> Option<FrontMatterBlock<'_>> {
                 format,
                 matter: &text[matter_start..line_start],
                 body_start,
+                trailing_text: None,
             });
         }
         line_start = line_end + 1;
@@ -81,7 +84,17 @@ pub(super) fn opens_front_matter(text: &str) -> bool {
 
 /// Reads a leading JSON object with serde_json's streaming reader, which
 /// reports exactly where the object ends.
+///
+/// The text is JSON front matter when `{` is followed (after whitespace) by
+/// `"` or `}`, so a body that opens with a Hugo shortcode (`{{<`) stays
+/// body text. Invalid JSON front matter is returned whole, so that parsing
+/// it reports the error with its line and column.
 fn split_json_front_matter(text: &str) -> Option<FrontMatterBlock<'_>> {
+    let after_brace = text[1..].trim_start();
+    if !(after_brace.starts_with('"') || after_brace.starts_with('}')) {
+        return None;
+    }
+
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<serde::de::IgnoredAny>();
     match stream.next() {
         Some(Ok(_)) => {
@@ -90,14 +103,20 @@ fn split_json_front_matter(text: &str) -> Option<FrontMatterBlock<'_>> {
             let line_end = text[end..]
                 .find('\n')
                 .map_or(text.len(), |offset| end + offset + 1);
+            let trailing = text[end..line_end].trim();
             Some(FrontMatterBlock {
                 format: FrontMatterFormat::Json,
                 matter: &text[..end],
                 body_start: line_end.min(text.len()),
+                trailing_text: (!trailing.is_empty()).then_some(trailing),
             })
         }
-        // A body that merely starts with `{` is body text.
-        _ => None,
+        _ => Some(FrontMatterBlock {
+            format: FrontMatterFormat::Json,
+            matter: text,
+            body_start: text.len(),
+            trailing_text: None,
+        }),
     }
 }
 

@@ -144,6 +144,11 @@ pub fn normalize(
             "{path}: blank lines precede the front matter delimiter, so the block is uploaded as body text; remove them"
         ));
     }
+    if let Some(trailing) = split.as_ref().and_then(|block| block.trailing_text) {
+        warnings.push(format!(
+            "{path}: text after the JSON front matter on its last line is dropped: {trailing:?}; move it to the next line"
+        ));
+    }
     let front_matter = match &split {
         Some(block) => Some(front_matter::parse_front_matter(
             path,
@@ -381,8 +386,18 @@ mod tests {
 
     #[test]
     fn brace_body_is_not_front_matter() {
-        let raw = "{not json\n";
-        assert_eq!(strip(raw).body, raw.as_bytes());
+        for raw in ["{not json\n", "{{< shortcode >}}\n\nText\n"] {
+            assert_eq!(strip(raw).body, raw.as_bytes());
+        }
+    }
+
+    #[test]
+    fn invalid_json_front_matter_is_an_error() {
+        let err = strip_err("{\n  \"title\": \"Roadmap\",\n  \"draft\": true,\n}\nBody\n");
+        assert!(err.contains("invalid JSON front matter"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+        let err = strip_err("{\"title\": \"x\" \"a\": 1}\n");
+        assert!(err.contains("invalid JSON front matter"), "{err}");
     }
 
     fn strip_err(raw: &str) -> String {

@@ -91,7 +91,9 @@ pub struct Listed {
 pub struct ObjectHead {
     pub etag: Option<String>,
     pub size: u64,
-    pub content_type: Option<String>,
+    /// The headers r2sync sets (content-type, cache-control,
+    /// content-disposition, content-language), by lowercase name.
+    pub headers: BTreeMap<String, String>,
     /// User metadata with RFC 2047 words decoded.
     pub metadata: BTreeMap<String, String>,
 }
@@ -327,7 +329,22 @@ impl Remote {
                 Backend::S3(_) => {
                     for (attribute, value) in &result.attributes {
                         match attribute {
-                            Attribute::ContentType => head.content_type = Some(value.to_string()),
+                            Attribute::ContentType => {
+                                head.headers
+                                    .insert("content-type".into(), value.to_string());
+                            }
+                            Attribute::CacheControl => {
+                                head.headers
+                                    .insert("cache-control".into(), value.to_string());
+                            }
+                            Attribute::ContentDisposition => {
+                                head.headers
+                                    .insert("content-disposition".into(), value.to_string());
+                            }
+                            Attribute::ContentLanguage => {
+                                head.headers
+                                    .insert("content-language".into(), value.to_string());
+                            }
                             Attribute::Metadata(name) => {
                                 head.metadata
                                     .insert(name.to_lowercase(), metadata::decode(value));
@@ -338,7 +355,7 @@ impl Remote {
                 }
                 Backend::Local(_) | Backend::LocalMissing(_) => {
                     if let Some(side) = self.read_local_metadata(key).await? {
-                        head.content_type = side.headers.get("content-type").cloned();
+                        head.headers = side.headers;
                         head.metadata = side.metadata;
                     }
                 }

@@ -94,7 +94,16 @@ pub fn manifest_key(remote: &Remote) -> String {
 
 /// Reads the listing and the manifest, then resolves the keys the manifest
 /// does not vouch for with up to `concurrency` HEAD requests at a time.
-pub async fn read_actual(remote: &Remote, concurrency: usize) -> Result<ActualState, RemoteError> {
+///
+/// With `verify` (used by `check`), every object is read with HEAD and its
+/// fingerprint is computed from the headers and metadata it actually has,
+/// not from the fingerprint it claims; bodies are hashed with a GET unless
+/// the manifest recorded the object with the same ETag and size.
+pub async fn read_actual(
+    remote: &Remote,
+    concurrency: usize,
+    verify: bool,
+) -> Result<ActualState, RemoteError> {
     let listed = remote.list().await?;
     let internal = format!("{}/", remote.internal_prefix());
     let manifest_key = manifest_key(remote);
@@ -128,7 +137,7 @@ pub async fn read_actual(remote: &Remote, concurrency: usize) -> Result<ActualSt
                 known.size == entry.size && known.etag.is_some() && known.etag == entry.etag
             });
         match vouched {
-            Some(known) => {
+            Some(known) if !verify => {
                 objects.insert(
                     entry.key.clone(),
                     ActualObject {
@@ -139,7 +148,7 @@ pub async fn read_actual(remote: &Remote, concurrency: usize) -> Result<ActualSt
                     },
                 );
             }
-            None => unresolved.push(entry),
+            _ => unresolved.push(entry),
         }
     }
 
@@ -155,19 +164,28 @@ pub async fn read_actual(remote: &Remote, concurrency: usize) -> Result<ActualSt
     }
     let resolved: Vec<Result<Resolved, RemoteError>> =
         futures::stream::iter(unresolved.into_iter().map(|entry| async move {
-            let in_manifest = entries.is_some_and(|entries| entries.contains_key(&entry.key));
+            let recorded = entries.and_then(|entries| entries.get(&entry.key));
             let Some(head) = remote.head(&entry.key).await? else {
                 return Ok((entry, None, None));
             };
-            // The object changed since r2sync recorded it but still carries
-            // r2sync metadata: an edit that kept the metadata (a local file
-            // edited in place, or a copy with metadata). The body decides.
-            let body_hash = match (in_manifest, head.metadata.contains_key(META_BODY)) {
-                (true, true) => match remote.get(&entry.key).await? {
+            let unchanged_since_written = recorded.is_some_and(|known| {
+                known.etag.is_some() && known.etag == entry.etag && known.size == entry.size
+            });
+
+            // An object that changed since r2sync recorded it but still
+            // carries r2sync metadata was edited with the metadata kept (a
+            // local file edited in place, or a copy with metadata), so the
+            // body decides. Verification hashes every body r2sync cannot
+            // vouch for.
+            let body_hash = if unchanged_since_written {
+                recorded.map(|known| known.fingerprint.body.clone())
+            } else if verify || (recorded.is_some() && head.metadata.contains_key(META_BODY)) {
+                match remote.get(&entry.key).await? {
                     Some((body, _)) => Some(blake3::hash(&body).to_hex().to_string()),
                     None => return Ok((entry, None, None)),
-                },
-                _ => None,
+                }
+            } else {
+                None
             };
             Ok((entry, Some(head), body_hash))
         }))
@@ -183,10 +201,14 @@ pub async fn read_actual(remote: &Remote, concurrency: usize) -> Result<ActualSt
         // Metadata written for another target's prefix is not ours.
         let mut fingerprint = fingerprint_from_metadata(&head.metadata)
             .filter(|_| head.metadata.get(META_PREFIX) == Some(&own_prefix));
-        if let (Some(claimed), Some(actual)) = (fingerprint.as_mut(), body_hash) {
-            if claimed.body != actual {
+        if let (Some(claimed), Some(actual_body)) = (fingerprint.as_mut(), body_hash) {
+            if verify {
+                // Recompute from what the object has, not what it claims.
+                *claimed =
+                    manifest::fingerprint_from_parts(&actual_body, &head.headers, &head.metadata);
+            } else if claimed.body != actual_body {
                 tracing::info!(key = %entry.key, "body differs from its r2sync metadata");
-                claimed.body = actual;
+                claimed.body = actual_body;
                 claimed.hash = String::new();
             }
         }

@@ -193,6 +193,23 @@ impl Bucket {
             .unwrap_or_else(|err| panic!("PUT {key}: {err}"));
     }
 
+    /// Rewrites an object with the given headers and user metadata, as a
+    /// tool that copies metadata would.
+    pub async fn put_with(&self, key: &str, body: &[u8], attributes: object_store::Attributes) {
+        let options = object_store::PutOptions {
+            attributes,
+            ..Default::default()
+        };
+        self.store
+            .put_opts(
+                &StorePath::parse(key).unwrap(),
+                PutPayload::from(body.to_vec()),
+                options,
+            )
+            .await
+            .unwrap_or_else(|err| panic!("PUT {key}: {err}"));
+    }
+
     pub async fn delete(&self, key: &str) {
         self.store
             .delete(&StorePath::parse(key).unwrap())
