@@ -361,6 +361,9 @@ pub struct FileConfig {
     /// Named targets, chosen with `--target-name`.
     #[serde(default)]
     pub targets: std::collections::BTreeMap<String, TargetConfig>,
+    /// The file this was read from, if any.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// A `[targets.NAME]` table: where one environment publishes.
@@ -430,18 +433,54 @@ impl FileConfig {
             path: path.clone(),
             source,
         })?;
-        let config: FileConfig = toml::from_str(&text).map_err(|err| ConfigError::File {
+        let mut config: FileConfig = toml::from_str(&text).map_err(|err| ConfigError::File {
             path: path.clone(),
             message: err.to_string().trim_end().to_string(),
         })?;
-        for name in config.front_matter.metadata.values() {
-            crate::rules::validate_metadata_name(name).map_err(|message| ConfigError::File {
-                path: path.clone(),
-                message: format!("[front-matter.metadata]: {message}"),
-            })?;
-        }
-        tracing::debug!(path = %path.display(), rules = config.rules.len(), "read configuration file");
+        config.validate().map_err(|message| ConfigError::File {
+            path: path.clone(),
+            message,
+        })?;
+        config.source = Some(path.clone());
+        tracing::info!(path = %path.display(), rules = config.rules.len(), "read configuration file {}", path.display());
         Ok(config)
+    }
+
+    /// Checks what the TOML types cannot: metadata names, rules, the
+    /// fallback encoding, and metadata names claimed twice.
+    fn validate(&self) -> Result<(), String> {
+        for name in self.front_matter.metadata.values() {
+            crate::rules::validate_metadata_name(name)
+                .map_err(|message| format!("[front-matter.metadata]: {message}"))?;
+        }
+        crate::rules::Rules::new(&self.rules).map_err(|err| err.to_string())?;
+        if let Some(label) = &self.fallback_encoding {
+            if crate::markdown::encoding_for_label(label).is_none() {
+                return Err(format!(
+                    "fallback-encoding {label:?} is not an encoding label; use a WHATWG label such as windows-1252"
+                ));
+            }
+        }
+
+        // A name set by both a rule and the front matter mapping would
+        // silently lose one of the two values.
+        for (index, rule) in self.rules.iter().enumerate() {
+            for name in rule.metadata.keys() {
+                if let Some((field, _)) = self
+                    .front_matter
+                    .metadata
+                    .iter()
+                    .find(|(_, mapped)| *mapped == name)
+                {
+                    return Err(format!(
+                        "metadata name {name:?} is set by rule {} (match = {:?}) and mapped from front matter field {field:?}; rename one",
+                        index + 1,
+                        rule.pattern
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -490,10 +529,31 @@ impl Settings {
             .filter(|(name, value)| theirs.get(*name) != Some(value))
             .map(|(name, value)| {
                 let new = theirs.get(name).cloned().unwrap_or(serde_json::Value::Null);
-                format!("{name}: {value} -> {new}")
+                describe_change(name, value, &new)
             })
             .collect()
     }
+}
+
+/// Describes one changed setting; for lists, only the entries that differ.
+fn describe_change(name: &str, old: &serde_json::Value, new: &serde_json::Value) -> String {
+    if let (serde_json::Value::Array(old), serde_json::Value::Array(new)) = (old, new) {
+        let mut parts = Vec::new();
+        for index in 0..old.len().max(new.len()) {
+            match (old.get(index), new.get(index)) {
+                (Some(before), Some(after)) if before != after => {
+                    parts.push(format!("entry {}: {before} -> {after}", index + 1))
+                }
+                (Some(before), None) => {
+                    parts.push(format!("entry {} removed: {before}", index + 1))
+                }
+                (None, Some(after)) => parts.push(format!("entry {} added: {after}", index + 1)),
+                _ => {}
+            }
+        }
+        return format!("{name}: {}", parts.join("; "));
+    }
+    format!("{name}: {old} -> {new}")
 }
 
 #[cfg(test)]
@@ -657,12 +717,37 @@ mod tests {
     }
 
     #[test]
+    fn config_file_rejects_a_name_claimed_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r2sync.toml");
+        std::fs::write(
+            &path,
+            "[front-matter.metadata]\nauthor = \"author\"\n\n[[rules]]\nmatch = \"**\"\nmetadata = { author = \"x\" }\n",
+        )
+        .unwrap();
+        let err = FileConfig::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("r2sync.toml"), "{err}");
+        assert!(err.contains("\"author\" is set by rule 1"), "{err}");
+    }
+
+    #[test]
+    fn changed_lists_name_the_entry() {
+        let old =
+            serde_json::json!([{"match": "a"}, {"match": "b", "cache-control": "max-age=300"}]);
+        let new =
+            serde_json::json!([{"match": "a"}, {"match": "b", "cache-control": "max-age=301"}]);
+        let text = describe_change("rules", &old, &new);
+        assert!(text.starts_with("rules: entry 2: "), "{text}");
+        assert!(!text.contains("entry 1"), "{text}");
+    }
+
+    #[test]
     fn config_file_reads_rules_and_mapping() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("custom.toml");
         std::fs::write(
             &path,
-            "skip-drafts = true\n[front-matter.metadata]\nauthor = \"author\"\n[[rules]]\nmatch = \"blog/**\"\nextension = { replace = \".html\" }\nindex-to-directory = true\n",
+            "skip-drafts = true\n[front-matter.metadata]\nauthor = \"author\"\n[[rules]]\nmatch = \"blog/**\"\nextension = \".html\"\nindex-to-directory = true\n",
         )
         .unwrap();
         let config = FileConfig::load(Some(&path)).unwrap();

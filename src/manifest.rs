@@ -223,10 +223,11 @@ pub enum ManifestError {
         key: String,
         reason: String,
     },
-    #[error("{first} and {second} both map to the key {key:?}{how}; rename one, exclude one, or change the rules")]
+    #[error("{first} and {second} map to the same key{}{how}; rename one, exclude one, or change the rules", if first_key == key { format!(" {key:?}") } else { format!("s {first_key:?} and {key:?}") })]
     KeyCollision {
         first: String,
         second: String,
+        first_key: String,
         key: String,
         how: &'static str,
     },
@@ -297,6 +298,14 @@ pub fn build(
         };
         state.warnings.append(&mut document.warnings);
 
+        if options.skip_drafts {
+            if let Some(text) = draft_lookalike(document.front_matter.as_ref()) {
+                state.warnings.push(format!(
+                    "{}: draft: {text} is not the boolean true, so the document is published; write draft: true",
+                    file.repo_path
+                ));
+            }
+        }
         if options.skip_drafts && is_draft(document.front_matter.as_ref()) {
             tracing::info!(path = %file.repo_path, "skipping draft");
             state.skipped_drafts.push(file.repo_path.clone());
@@ -370,12 +379,17 @@ pub fn build(
                 word_count: document.word_count,
                 description: document.description.clone(),
                 front_matter: document.front_matter.take(),
-                hash: object.fingerprint.hash.clone(),
+                body_hash: object.fingerprint.body.clone(),
             });
         }
         state.objects.insert(key, object);
     }
 
+    for rule in options.rules.unused() {
+        state
+            .warnings
+            .push(format!("{rule} matches no document; check its glob"));
+    }
     match errors.len() {
         0 => {}
         1 => return Err(errors.remove(0)),
@@ -403,14 +417,18 @@ fn claim_key(
 ) -> Result<(), ManifestError> {
     let folded: String = key.nfc().flat_map(char::to_lowercase).collect();
     if let Some((first, first_key)) = claimed.get(&folded) {
-        let how = if first_key == key {
-            ""
+        let same_nfc = |a: &str, b: &str| a.nfc().eq(b.nfc());
+        let how = if first_key != key {
+            " (keys that differ only in letter case collide on case-insensitive file systems and sites)"
+        } else if first != path && same_nfc(first, path) {
+            " (the names differ only in Unicode normalization, NFC and NFD)"
         } else {
-            " (the keys differ only in case)"
+            ""
         };
         return Err(ManifestError::KeyCollision {
             first: first.clone(),
             second: path.to_string(),
+            first_key: first_key.clone(),
             key: key.to_string(),
             how,
         });
@@ -453,6 +471,17 @@ fn check_metadata_size(object: &DesiredObject, max: usize) -> Result<(), Manifes
     Ok(())
 }
 
+/// Returns the text of a `draft` value that reads like "true" but is not the
+/// boolean (`yes`, `on` and `"true"` are strings in YAML 1.2).
+fn draft_lookalike(front_matter: Option<&serde_json::Value>) -> Option<String> {
+    let draft = front_matter?.get("draft")?.as_str()?;
+    matches!(
+        draft.to_ascii_lowercase().as_str(),
+        "true" | "yes" | "on" | "y"
+    )
+    .then(|| draft.to_string())
+}
+
 fn is_draft(front_matter: Option<&serde_json::Value>) -> bool {
     front_matter
         .and_then(|matter| matter.get("draft"))
@@ -490,7 +519,9 @@ struct CatalogLine {
     word_count: usize,
     description: Option<String>,
     front_matter: Option<serde_json::Value>,
-    hash: String,
+    /// blake3 of the body (the object's `r2sync-body`), so that a change of
+    /// headers or metadata alone leaves the catalog as it is.
+    body_hash: String,
 }
 
 /// The catalog object: one JSON line per document, in key order.

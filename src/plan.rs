@@ -276,8 +276,16 @@ pub fn diff(
         })
         .collect();
     if desired.objects.is_empty() {
+        let hint = if desired.skipped_drafts.is_empty() {
+            "check --root and --include".to_string()
+        } else {
+            format!(
+                "all {} selected documents are drafts",
+                desired.skipped_drafts.len()
+            )
+        };
         result.warnings.push(format!(
-            "the source selects no files, so nothing is removed ({} managed objects kept); check --root and --include",
+            "the source selects no files, so nothing is removed ({} managed objects kept); {hint}",
             stale.len()
         ));
     } else {

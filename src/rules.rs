@@ -16,9 +16,10 @@ pub const RULE_HEADERS: &[&str] = &[
     "content-language",
 ];
 
-/// How a source path becomes a key.
+/// How a source path becomes a key. In the configuration file it is
+/// `"keep"`, `"drop"`, or the new extension such as `".html"`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(try_from = "String", into = "String")]
 pub enum KeyExtension {
     /// `guide/intro.md` stays `guide/intro.md`.
     #[default]
@@ -27,6 +28,31 @@ pub enum KeyExtension {
     Drop,
     /// `guide/intro.md` becomes `guide/intro` plus the given extension.
     Replace(String),
+}
+
+impl TryFrom<String> for KeyExtension {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        match text.as_str() {
+            "keep" => Ok(KeyExtension::Keep),
+            "drop" => Ok(KeyExtension::Drop),
+            _ if text.starts_with('.') && text.len() > 1 && !text.contains('/') => Ok(KeyExtension::Replace(text)),
+            _ => Err(format!(
+                "extension {text:?} must be \"keep\", \"drop\", or a new extension such as \".html\""
+            )),
+        }
+    }
+}
+
+impl From<KeyExtension> for String {
+    fn from(extension: KeyExtension) -> String {
+        match extension {
+            KeyExtension::Keep => "keep".into(),
+            KeyExtension::Drop => "drop".into(),
+            KeyExtension::Replace(extension) => extension,
+        }
+    }
 }
 
 /// One `[[rules]]` table of the configuration file.
@@ -43,7 +69,7 @@ pub struct RuleSpec {
     /// Extra user metadata, by name.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
-    /// `keep`, `drop`, or `{ replace = ".html" }`.
+    /// `"keep"`, `"drop"`, or a new extension such as `".html"`.
     pub extension: Option<KeyExtension>,
     /// Map `dir/index.md` and `dir/_index.md` to the key `dir`.
     pub index_to_directory: Option<bool>,
@@ -76,10 +102,20 @@ pub enum RuleError {
     },
 }
 
-/// Compiled rules, in the order of the file.
-#[derive(Clone, Debug, Default)]
+/// Compiled rules, in the order of the file, with how often each matched.
+#[derive(Debug, Default)]
 pub struct Rules {
     rules: Vec<(GlobMatcher, RuleSpec)>,
+    matches: Vec<std::sync::atomic::AtomicUsize>,
+}
+
+impl Clone for Rules {
+    fn clone(&self) -> Self {
+        Rules {
+            rules: self.rules.clone(),
+            matches: self.rules.iter().map(|_| Default::default()).collect(),
+        }
+    }
 }
 
 impl Rules {
@@ -104,13 +140,6 @@ impl Rules {
             for name in spec.metadata.keys() {
                 validate_metadata_name(name).map_err(&invalid)?;
             }
-            if let Some(KeyExtension::Replace(extension)) = &spec.extension {
-                if !extension.starts_with('.') || extension.len() < 2 || extension.contains('/') {
-                    return Err(invalid(format!(
-                        "extension replacement {extension:?} must look like \".html\""
-                    )));
-                }
-            }
             let header_values = [
                 &spec.content_type,
                 &spec.cache_control,
@@ -126,16 +155,31 @@ impl Rules {
             }
             rules.push((matcher, spec.clone()));
         }
-        Ok(Rules { rules })
+        let matches = rules.iter().map(|_| Default::default()).collect();
+        Ok(Rules { rules, matches })
+    }
+
+    /// Describes the rules that matched no path since they were compiled.
+    pub fn unused(&self) -> Vec<String> {
+        self.rules
+            .iter()
+            .zip(&self.matches)
+            .enumerate()
+            .filter(|(_, (_, count))| count.load(std::sync::atomic::Ordering::Relaxed) == 0)
+            .map(|(index, ((_, spec), _))| {
+                format!("rule {} (match = {:?})", index + 1, spec.pattern)
+            })
+            .collect()
     }
 
     /// Applies every rule that matches `path`, in order.
     pub fn resolve(&self, path: &str) -> Resolved {
         let mut resolved = Resolved::default();
-        for (matcher, spec) in &self.rules {
+        for ((matcher, spec), count) in self.rules.iter().zip(&self.matches) {
             if !matcher.is_match(path) {
                 continue;
             }
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let headers = [
                 ("content-type", &spec.content_type),
                 ("cache-control", &spec.cache_control),
@@ -263,6 +307,30 @@ mod tests {
         assert_eq!(map_path("a/index.md", &html), "a");
         assert_eq!(map_path("a/_index.md", &html), "a");
         assert_eq!(map_path("index.md", &html), "index.html");
+    }
+
+    #[test]
+    fn extension_parses_from_text() {
+        assert_eq!(
+            KeyExtension::try_from("drop".to_string()),
+            Ok(KeyExtension::Drop)
+        );
+        assert_eq!(
+            KeyExtension::try_from(".html".to_string()),
+            Ok(KeyExtension::Replace(".html".into()))
+        );
+        let err = KeyExtension::try_from("replace".to_string()).unwrap_err();
+        assert!(err.contains("\".html\""), "{err}");
+    }
+
+    #[test]
+    fn unused_rules_are_reported() {
+        let rules = Rules::new(&[rule("guide/**"), rule("blog/**")]).unwrap();
+        rules.resolve("guide/a.md");
+        assert_eq!(
+            rules.unused(),
+            vec!["rule 2 (match = \"blog/**\")".to_string()]
+        );
     }
 
     #[test]

@@ -524,3 +524,67 @@ fn options_layer_flags_over_env_over_file() {
         result.stderr
     );
 }
+
+#[test]
+fn saved_plan_carries_its_configuration() {
+    let repo = GitRepo::new();
+    repo.write("guide/a.md", "---\ntitle: A\ndraft: false\n---\nText.\n");
+    repo.write("guide/b.md", "---\ntitle: B\ndraft: true\n---\nNot yet.\n");
+    repo.commit("first");
+    let planning = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let target = format!("file://{}", out.path().display());
+    let config = "skip-drafts = true\ncatalog = \"catalog.jsonl\"\n\n[[rules]]\nmatch = \"guide/**\"\ncache-control = \"max-age=60\"\n";
+    std::fs::write(planning.path().join("r2sync.toml"), config).unwrap();
+    let plan_path = planning.path().join("plan.json");
+    let plan_arg = plan_path.to_str().unwrap();
+    let repo_arg = repo.path().to_str().unwrap();
+
+    run_expect(
+        common::r2sync(None, planning.path()).args([
+            "plan", "--repo", repo_arg, "--target", &target, "--out", plan_arg,
+        ]),
+        0,
+    );
+
+    // A changed configuration file where the plan is applied is noticed.
+    std::fs::write(
+        planning.path().join("r2sync.toml"),
+        config.replace("max-age=60", "max-age=61"),
+    )
+    .unwrap();
+    let changed = run_expect(
+        common::r2sync(None, planning.path()).args(["apply", plan_arg]),
+        1,
+    );
+    assert!(
+        changed
+            .stderr
+            .contains("configuration changed: rules: entry 1: "),
+        "{}",
+        changed.stderr
+    );
+
+    // Without a configuration file, everything comes from the plan.
+    let applied = run_expect(
+        common::r2sync(None, elsewhere.path()).args(["apply", plan_arg]),
+        0,
+    );
+    assert!(
+        applied.stderr.contains("is still valid"),
+        "{}",
+        applied.stderr
+    );
+    assert!(out.path().join("guide/a.md").is_file());
+    assert!(
+        !out.path().join("guide/b.md").exists(),
+        "the draft stays out"
+    );
+    assert!(out.path().join("catalog.jsonl").is_file());
+    let side: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join(".r2sync-meta/guide/a.md.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(side["headers"]["cache-control"], "max-age=60");
+}

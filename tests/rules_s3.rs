@@ -110,7 +110,7 @@ fn key_mapping_and_collisions() {
         fx.repo.commit("one");
         write_config(
             &fx,
-            "[[rules]]\nmatch = \"**\"\nextension = \"drop\"\nindex-to-directory = true\n\n[[rules]]\nmatch = \"about.md\"\nextension = { replace = \".txt\" }\n",
+            "[[rules]]\nmatch = \"**\"\nextension = \"drop\"\nindex-to-directory = true\n\n[[rules]]\nmatch = \"about.md\"\nextension = \".txt\"\n",
         );
         fx.apply_json(&[]);
         assert_eq!(
@@ -226,7 +226,7 @@ fn catalog_tracks_documents() {
         );
         assert_eq!(lines[0]["front_matter"]["title"], "Alpha");
         let a_metadata = runtime.block_on(fx.bucket.metadata(&fx.key("a.md")));
-        assert_eq!(lines[0]["hash"], a_metadata["r2sync-hash"]);
+        assert_eq!(lines[0]["body_hash"], a_metadata["r2sync-body"]);
         assert_eq!(
             runtime
                 .block_on(fx.bucket.content_type(&fx.key("catalog.jsonl")))

@@ -287,7 +287,11 @@ async fn prepare(
     let desired = manifest::build(&repo, &files, &options, || bar.inc(1))?;
     bar.finish_and_clear();
     if !desired.skipped_drafts.is_empty() {
-        output.status(format!("Skipped {} drafts.", desired.skipped_drafts.len()));
+        let count = desired.skipped_drafts.len();
+        output.status(format!(
+            "Skipped {count} {}.",
+            if count == 1 { "draft" } else { "drafts" }
+        ));
     }
     tracing::info!(
         documents = desired.objects.len(),
@@ -587,6 +591,7 @@ async fn load_saved_plan(
 
     // Settings first: they decide what the source and remote mean.
     let (sync, change) = settings_from_plan(&plan, args, given);
+    let file = &file_for_plan(&plan, file);
     let (settings, _, _) = resolve_settings(&sync, Some(&change), file)?;
     let mut reasons: Vec<String> = plan
         .settings
@@ -705,7 +710,39 @@ fn settings_from_plan(plan: &Plan, args: &ApplyArgs, given: &[String]) -> (SyncA
     if !given("archive_prefix") {
         change.archive_prefix = saved.archive_prefix.clone();
     }
+    if !given("catalog") {
+        sync.catalog = saved.catalog.clone();
+    }
+    if !given("skip_drafts") {
+        sync.skip_drafts = saved.skip_drafts;
+    }
+    if !given("fallback_encoding") {
+        sync.fallback_encoding = saved.fallback_encoding.clone();
+    }
+    if !given("max_document_size") {
+        sync.max_document_size = Some(saved.max_document_size);
+    }
+    if !given("max_metadata_bytes") {
+        sync.max_metadata_bytes = Some(saved.max_metadata_bytes);
+    }
     (sync, change)
+}
+
+/// The configuration file to apply a saved plan with: the file itself when
+/// one was found (so that a changed file is noticed), else the plan's rules
+/// and front matter mapping.
+fn file_for_plan(plan: &Plan, file: &FileConfig) -> FileConfig {
+    if file.source.is_some() {
+        return file.clone();
+    }
+    FileConfig {
+        rules: plan.settings.rules.clone(),
+        front_matter: config::FrontMatterConfig {
+            mode: None,
+            metadata: plan.settings.front_matter_metadata.clone(),
+        },
+        ..Default::default()
+    }
 }
 
 /// One difference between the bucket and the commit, as `check` reports it.

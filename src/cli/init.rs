@@ -48,7 +48,7 @@ pub const STARTER_CONFIG: &str = r#"# r2sync configuration. Flags and R2SYNC_* v
 #
 # [[rules]]
 # match = "blog/**"
-# extension = "drop"          # "keep", "drop" or { replace = ".html" }
+# extension = "drop"          # "keep", "drop" or a new extension such as ".html"
 # index-to-directory = true   # blog/index.md -> key blog
 
 # Named targets, chosen with --target-name NAME.
