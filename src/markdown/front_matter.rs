@@ -158,6 +158,9 @@ pub(super) fn parse_front_matter(
             path: path.to_string(),
             format: block.format,
             found: json_kind(&other),
+            // The value starts on the line after the opening delimiter,
+            // or on the first line for JSON.
+            line: if block.format == FrontMatterFormat::Json { 1 } else { 2 },
         }),
     }
 }

@@ -107,11 +107,12 @@ pub enum MarkdownError {
         format: FrontMatterFormat,
         message: String,
     },
-    #[error("{path}: {format} front matter must be a mapping of keys to values, found {found}")]
+    #[error("{path}: {format} front matter must be a mapping of keys to values, found {found} at line {line}; write `key: value` lines (a space after each colon)")]
     FrontMatterNotMapping {
         path: String,
         format: FrontMatterFormat,
         found: &'static str,
+        line: usize,
     },
 }
 
