@@ -511,6 +511,32 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Settings for `repo` and `target` with every other option at its
+    /// default, as the command line has them without flags.
+    pub fn with_defaults(repo: &str, target: &str) -> Self {
+        Settings {
+            repo: repo.to_string(),
+            root: String::new(),
+            include: crate::source::DEFAULT_INCLUDE
+                .iter()
+                .map(|glob| glob.to_string())
+                .collect(),
+            exclude: Vec::new(),
+            target: target.to_string(),
+            endpoint: None,
+            front_matter: FrontMatterMode::default(),
+            delete_mode: DeleteMode::default(),
+            archive_prefix: None,
+            catalog: None,
+            skip_drafts: false,
+            fallback_encoding: None,
+            max_document_size: crate::markdown::DEFAULT_MAX_DOCUMENT_BYTES,
+            max_metadata_bytes: crate::manifest::DEFAULT_MAX_METADATA_BYTES,
+            front_matter_metadata: Default::default(),
+            rules: Vec::new(),
+        }
+    }
+
     /// A blake3 hash of the settings, to tell at a glance whether two match.
     pub fn fingerprint(&self) -> String {
         let json = serde_json::to_vec(self).expect("settings serialize");

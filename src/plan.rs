@@ -852,22 +852,8 @@ mod tests {
         )
         .unwrap();
         let settings = crate::config::Settings {
-            repo: ".".into(),
-            root: String::new(),
-            include: Vec::new(),
-            exclude: Vec::new(),
-            target: "r2://bucket/docs".into(),
-            endpoint: None,
-            front_matter: Default::default(),
             delete_mode: DeleteMode::Delete,
-            archive_prefix: None,
-            catalog: None,
-            skip_drafts: false,
-            fallback_encoding: None,
-            max_document_size: 1,
-            max_metadata_bytes: 1,
-            front_matter_metadata: BTreeMap::new(),
-            rules: Vec::new(),
+            ..crate::config::Settings::with_defaults(".", "r2://bucket/docs")
         };
         let source = PlanSource {
             repo: ".".into(),

@@ -748,22 +748,9 @@ fn concurrent_change_stops_apply_cleanly() {
         };
         let diff = plan::diff(&desired, &actual, &options).unwrap();
         let settings = Settings {
-            repo: "test".into(),
-            root: String::new(),
-            include: common::default_include(),
-            exclude: Vec::new(),
-            target: target.to_string(),
             endpoint: Some(server.endpoint.clone()),
-            front_matter: Default::default(),
             delete_mode: DeleteMode::Delete,
-            archive_prefix: None,
-            catalog: None,
-            skip_drafts: false,
-            fallback_encoding: None,
-            max_document_size: r2sync::markdown::DEFAULT_MAX_DOCUMENT_BYTES,
-            max_metadata_bytes: r2sync::manifest::DEFAULT_MAX_METADATA_BYTES,
-            front_matter_metadata: Default::default(),
-            rules: Vec::new(),
+            ..Settings::with_defaults("test", &target.to_string())
         };
         let source = PlanSource {
             repo: "test".into(),

@@ -160,7 +160,11 @@ pub(super) fn parse_front_matter(
             found: json_kind(&other),
             // The value starts on the line after the opening delimiter,
             // or on the first line for JSON.
-            line: if block.format == FrontMatterFormat::Json { 1 } else { 2 },
+            line: if block.format == FrontMatterFormat::Json {
+                1
+            } else {
+                2
+            },
         }),
     }
 }
