@@ -104,7 +104,7 @@ async fn probe(remote: &Remote, base: &str) -> Vec<Check> {
         status
     };
 
-    // Credentials, bucket and listing: one list request answers all three.
+    // One list request checks the credentials, the bucket and listing.
     let listed = remote.list().await;
     let list_status = push(
         "credentials, bucket and listing",

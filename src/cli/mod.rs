@@ -240,9 +240,9 @@ pub struct ChangeArgs {
     #[arg(long)]
     pub adopt: bool,
 
-    /// Read every object's headers and metadata (and unverified bodies)
-    /// instead of trusting the state manifest, as check does; repairs
-    /// edits that kept the ETag, such as metadata-only changes.
+    /// Read every object's headers and metadata instead of trusting the
+    /// state manifest, as check does. This finds and repairs edits that
+    /// kept the ETag, such as metadata-only changes.
     #[arg(long)]
     pub verify: bool,
 }

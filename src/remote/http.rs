@@ -1,8 +1,7 @@
-//! An HTTP layer under object_store's S3 client that counts every request
-//! by method and numbers the attempts of one operation, so that logs can
-//! say how many tries a key took and reports can say how many requests a
-//! run made. The S3 client retries inside one call, so each attempt passes
-//! through here.
+//! An HTTP layer under object_store's S3 client. It counts every request by
+//! method, for the request totals in reports, and numbers the attempts of
+//! one operation, for the `attempt` field in logs. The S3 client retries
+//! inside one call, so each attempt passes through here.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
