@@ -351,6 +351,8 @@ pub struct FileConfig {
     /// Key of the catalog object below the prefix.
     pub catalog: Option<String>,
     pub skip_drafts: Option<bool>,
+    pub skip_invalid_paths: Option<bool>,
+    pub skip_lfs: Option<bool>,
     pub fallback_encoding: Option<String>,
     pub max_document_size: Option<usize>,
     pub max_metadata_bytes: Option<usize>,
@@ -501,6 +503,10 @@ pub struct Settings {
     /// Key of the catalog object below the prefix.
     pub catalog: Option<String>,
     pub skip_drafts: bool,
+    #[serde(default)]
+    pub skip_invalid_paths: bool,
+    #[serde(default)]
+    pub skip_lfs: bool,
     /// WHATWG label of the encoding for files that are not UTF-8.
     pub fallback_encoding: Option<String>,
     pub max_document_size: usize,
@@ -529,6 +535,8 @@ impl Settings {
             archive_prefix: None,
             catalog: None,
             skip_drafts: false,
+            skip_invalid_paths: false,
+            skip_lfs: false,
             fallback_encoding: None,
             max_document_size: crate::markdown::DEFAULT_MAX_DOCUMENT_BYTES,
             max_metadata_bytes: crate::manifest::DEFAULT_MAX_METADATA_BYTES,

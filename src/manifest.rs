@@ -174,6 +174,8 @@ pub struct DesiredOptions {
     /// The target is a local directory, where a key cannot be both a file
     /// and the folder of other keys.
     pub local_target: bool,
+    /// Skip Git LFS pointer files instead of failing on them.
+    pub skip_lfs: bool,
 }
 
 impl Default for DesiredOptions {
@@ -187,6 +189,7 @@ impl Default for DesiredOptions {
             max_metadata_bytes: DEFAULT_MAX_METADATA_BYTES,
             catalog: None,
             local_target: false,
+            skip_lfs: false,
         }
     }
 }
@@ -239,6 +242,8 @@ pub enum ManifestError {
     },
     #[error("{} documents cannot be published:\n  {}", errors.len(), list_errors(errors))]
     Documents { errors: Vec<ManifestError> },
+    #[error("{path}: is a Git LFS pointer, and the document itself is not in the repository; publish it from a checkout with the content, or pass --skip-lfs")]
+    LfsPointer { path: String },
     #[error("{path}: user metadata is {size} bytes, more than the limit of {max}; shorten the mapped front matter fields or raise --max-metadata-bytes (R2 allows 8192)")]
     MetadataTooLarge {
         path: String,
@@ -289,6 +294,22 @@ pub fn build(
     for file in files {
         let raw = source::read_blob(repo, file)?;
         on_file();
+
+        // An LFS pointer stands for content stored elsewhere, which r2sync
+        // cannot read from the repository.
+        if source::is_lfs_pointer(&raw) {
+            if options.skip_lfs {
+                state.warnings.push(format!(
+                    "{}: Git LFS pointer skipped; its content is not in the repository",
+                    file.repo_path
+                ));
+            } else {
+                errors.push(ManifestError::LfsPointer {
+                    path: file.repo_path.clone(),
+                });
+            }
+            continue;
+        }
         let mut document = match markdown::normalize(&file.repo_path, &raw, &options.normalize) {
             Ok(document) => document,
             Err(err) => {

@@ -2,6 +2,7 @@
 //! object database. Nothing is checked out, so file modes and mtimes of a
 //! work tree never influence what is published.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -34,7 +35,7 @@ pub enum SourceError {
         glob: String,
         source: globset::Error,
     },
-    #[error("path {path} in commit {commit} is not valid UTF-8; rename it")]
+    #[error("path {path} in commit {commit} is not valid UTF-8; rename it, or pass --skip-invalid-paths")]
     NonUtf8Path { path: String, commit: String },
     #[error("cannot read {path} (blob {blob}): {}", source.message())]
     Blob {
@@ -318,6 +319,26 @@ pub fn resolve_commit(repo: &Repo, reference: &str) -> Result<Oid, SourceError> 
     Ok(object.id())
 }
 
+/// What to do with tree entries that cannot be published as they are.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SelectOptions {
+    /// Skip paths that are not valid UTF-8 (with a warning) instead of failing.
+    pub skip_invalid_paths: bool,
+}
+
+/// The selected files of a commit, and what the walk noticed.
+#[derive(Debug, Default)]
+pub struct Selection {
+    /// Selected files sorted by path; a symbolic link to a selected file is
+    /// listed under the link's path with the target's content.
+    pub files: Vec<SourceFile>,
+    /// Skipped submodules, symbolic links and invalid paths, each named.
+    pub warnings: Vec<String>,
+}
+
+/// Longest chain of symbolic links followed to a file.
+const MAX_LINK_HOPS: usize = 8;
+
 /// Lists the files of `commit` below `root` that the selector accepts,
 /// sorted by path.
 pub fn select_files(
@@ -325,7 +346,8 @@ pub fn select_files(
     commit: Oid,
     root: &str,
     selector: &Selector,
-) -> Result<Vec<SourceFile>, SourceError> {
+    options: SelectOptions,
+) -> Result<Selection, SourceError> {
     let commit_object = repo.repo.find_commit(commit)?;
     let mut tree = commit_object.tree()?;
     let root = root.trim_matches('/');
@@ -344,50 +366,165 @@ pub fn select_files(
                 commit: commit.to_string(),
             })?;
     }
+    let repo_path = |path: &str| {
+        if root.is_empty() {
+            path.to_string()
+        } else {
+            format!("{root}/{path}")
+        }
+    };
 
-    let mut files = Vec::new();
+    // One walk collects regular files (all of them, because a link may
+    // point at an unselected name), links and submodules.
+    let mut selection = Selection::default();
+    let mut blobs: HashMap<String, Oid> = HashMap::new();
+    let mut all_links: HashMap<String, Oid> = HashMap::new();
     let mut failure = None;
-    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+    let walked = tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
         let Ok(name) = entry.name() else {
-            let raw = String::from_utf8_lossy(entry.name_bytes()).into_owned();
+            // Bytes that are not UTF-8 are shown as \xNN escapes.
+            let shown = format!("{dir}{}", entry.name_bytes().escape_ascii());
+            if options.skip_invalid_paths {
+                selection.warnings.push(format!(
+                    "{}: the path is not valid UTF-8, so it is skipped",
+                    repo_path(&shown)
+                ));
+                return TreeWalkResult::Skip;
+            }
             failure = Some(SourceError::NonUtf8Path {
-                path: format!("{dir}{}", raw.escape_debug()),
+                path: repo_path(&shown),
                 commit: commit.to_string(),
             });
             return TreeWalkResult::Abort;
         };
         let path = format!("{dir}{name}");
         match entry.kind() {
-            Some(ObjectType::Blob) if !selector.matches(&path) => {}
             Some(ObjectType::Blob) if entry.filemode() == 0o120000 => {
-                // TODO: follow symlinks that point at another selected file of the tree.
-                tracing::warn!(path, "skipping symbolic link");
+                all_links.insert(path, entry.id());
             }
             Some(ObjectType::Blob) => {
-                let repo_path = if root.is_empty() {
-                    path.clone()
-                } else {
-                    format!("{root}/{path}")
-                };
-                files.push(SourceFile {
-                    path,
-                    repo_path,
-                    blob: entry.id(),
-                });
+                blobs.insert(path, entry.id());
             }
             Some(ObjectType::Commit) => {
-                tracing::info!(path, "skipping submodule");
+                selection.warnings.push(format!(
+                    "{}: submodule skipped; its files are not part of this repository",
+                    repo_path(&path)
+                ));
             }
             _ => {}
         }
         TreeWalkResult::Ok
-    })?;
+    });
+    // Aborting the walk makes libgit2 report a user error; the reason is
+    // in `failure`.
     if let Some(failure) = failure {
         return Err(failure);
     }
+    walked?;
 
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(files)
+    for (path, blob) in &blobs {
+        if selector.matches(path) {
+            selection.files.push(SourceFile {
+                path: path.clone(),
+                repo_path: repo_path(path),
+                blob: *blob,
+            });
+        }
+    }
+
+    // A link is published with its target's content when the target is a
+    // file inside the tree below the root.
+    let mut links: Vec<(&String, &Oid)> = all_links
+        .iter()
+        .filter(|(path, _)| selector.matches(path))
+        .collect();
+    links.sort();
+    for (path, link_blob) in links {
+        let path = path.clone();
+        match resolve_link(repo, &path, *link_blob, &blobs, &all_links) {
+            Ok(blob) => selection.files.push(SourceFile {
+                repo_path: repo_path(&path),
+                path,
+                blob,
+            }),
+            Err(target) => {
+                selection.warnings.push(format!(
+                "{}: symbolic link to {target} skipped; it points outside {} or to a missing file",
+                repo_path(&path),
+                if root.is_empty() { "the repository" } else { "--root" }
+            ))
+            }
+        }
+    }
+
+    selection.files.sort_by(|a, b| a.path.cmp(&b.path));
+    for warning in &selection.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(selection)
+}
+
+/// Follows a symbolic link, and links it points at, to a regular file of
+/// the tree, or returns the link text it could not follow.
+fn resolve_link(
+    repo: &Repo,
+    path: &str,
+    link_blob: Oid,
+    blobs: &HashMap<String, Oid>,
+    all_links: &HashMap<String, Oid>,
+) -> Result<Oid, String> {
+    let mut current_path = path.to_string();
+    let mut current_blob = link_blob;
+    for _ in 0..MAX_LINK_HOPS {
+        let text = repo
+            .repo
+            .find_blob(current_blob)
+            .map(|blob| String::from_utf8_lossy(blob.content()).into_owned())
+            .map_err(|_| format!("{current_path:?} (unreadable link)"))?;
+        let target = join_link(&current_path, &text).ok_or_else(|| format!("{text:?}"))?;
+        if let Some(blob) = blobs.get(&target) {
+            return Ok(*blob);
+        }
+        let Some(next) = all_links.get(&target) else {
+            return Err(format!("{text:?}"));
+        };
+        current_path = target;
+        current_blob = *next;
+    }
+    Err(format!(
+        "{path:?} (more than {MAX_LINK_HOPS} links in a chain)"
+    ))
+}
+
+/// Resolves link text relative to the link's folder; `None` when it leaves
+/// the tree or is absolute.
+fn join_link(link_path: &str, text: &str) -> Option<String> {
+    if text.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = link_path.split('/').collect();
+    parts.pop();
+    for segment in text.trim_end_matches('\n').split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// First line of every Git LFS pointer file.
+const LFS_POINTER_START: &[u8] = b"version https://git-lfs.github.com/spec/v1\n";
+
+/// Tells whether a blob is a Git LFS pointer: a small text file that starts
+/// with the LFS specification line and names an object id.
+pub fn is_lfs_pointer(content: &[u8]) -> bool {
+    content.len() < 1024
+        && content.starts_with(LFS_POINTER_START)
+        && content.windows(11).any(|window| window == b"oid sha256:")
 }
 
 /// Reads the content of one selected file.
@@ -432,6 +569,17 @@ mod tests {
         let selector = Selector::new(&["*.md".into()], &["drafts/**".into()]).unwrap();
         assert!(selector.matches("docs/a.md"));
         assert!(!selector.matches("drafts/a.md"));
+    }
+
+    #[test]
+    fn link_text_resolves_inside_the_tree() {
+        assert_eq!(join_link("docs/a.md", "b.md").as_deref(), Some("docs/b.md"));
+        assert_eq!(
+            join_link("docs/sub/a.md", "../b.md").as_deref(),
+            Some("docs/b.md")
+        );
+        assert_eq!(join_link("a.md", "../outside.md"), None);
+        assert_eq!(join_link("a.md", "/etc/passwd"), None);
     }
 
     #[test]

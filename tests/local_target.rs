@@ -588,3 +588,157 @@ fn saved_plan_carries_its_configuration() {
     .unwrap();
     assert_eq!(side["headers"]["cache-control"], "max-age=60");
 }
+
+#[test]
+fn awkward_trees_are_handled() {
+    use std::os::unix::ffi::OsStrExt;
+
+    let repo = GitRepo::new();
+    repo.write("docs/real.md", "# Real\n");
+    repo.write("docs/page.mdx", "# MDX\n");
+    std::os::unix::fs::symlink("real.md", repo.path().join("docs/alias.md")).unwrap();
+    std::os::unix::fs::symlink("alias.md", repo.path().join("docs/chain.md")).unwrap();
+    std::os::unix::fs::symlink("../../outside.md", repo.path().join("docs/escape.md")).unwrap();
+    std::os::unix::fs::symlink("missing.md", repo.path().join("docs/dangling.md")).unwrap();
+    repo.write(
+        "docs/big.md",
+        "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1258daaa5e2ca24d17e2393\nsize 12345\n",
+    );
+    let head = repo.commit("first");
+    // A gitlink (submodule entry) pointing at some commit.
+    repo.git(&[
+        "update-index",
+        "--add",
+        "--cacheinfo",
+        &format!("160000,{head},docs/vendor"),
+    ]);
+    repo.git(&["commit", "-q", "-m", "submodule"]);
+    let out = tempfile::tempdir().unwrap();
+    let target = format!("file://{}", out.path().display());
+    let plan = |extra: &[&str]| {
+        let mut cmd = common::r2sync(None, repo.path());
+        cmd.args(["plan", "--json", "--target", &target])
+            .args(extra);
+        cmd
+    };
+
+    // LFS pointers fail by default, naming the file.
+    let lfs = run_expect(&mut plan(&[]), 1);
+    assert!(
+        lfs.stderr.contains("docs/big.md: is a Git LFS pointer"),
+        "{}",
+        lfs.stderr
+    );
+
+    let result = run_expect(&mut plan(&["--skip-lfs"]), 0);
+    let parsed: serde_json::Value = serde_json::from_str(&result.stdout).unwrap();
+    let keys: Vec<&str> = parsed["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        vec!["docs/alias.md", "docs/chain.md", "docs/real.md"],
+        "links to selected files are followed"
+    );
+    let warnings = parsed["warnings"].to_string();
+    assert!(
+        warnings.contains("docs/escape.md: symbolic link to \\\"../../outside.md\\\" skipped"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("docs/dangling.md: symbolic link to \\\"missing.md\\\" skipped"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("docs/vendor: submodule skipped"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("docs/big.md: Git LFS pointer skipped"),
+        "{warnings}"
+    );
+
+    // A link is published with its target's content.
+    run_expect(
+        common::r2sync(None, repo.path()).args([
+            "apply",
+            "--yes",
+            "--skip-lfs",
+            "--target",
+            &target,
+        ]),
+        0,
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("docs/alias.md")).unwrap(),
+        "# Real\n"
+    );
+
+    // .mdx is opt-in through --include.
+    let mdx = run_expect(
+        &mut plan(&["--skip-lfs", "--include", "*.md", "--include", "*.mdx"]),
+        0,
+    );
+    assert!(mdx.stdout.contains("docs/page.mdx"), "{}", mdx.stdout);
+
+    // A path that is not UTF-8 fails with an escaped name, or is skipped.
+    let name = std::ffi::OsStr::from_bytes(b"docs/caf\xe9.md");
+    std::fs::write(repo.path().join(name), "# Latin-1 name\n").unwrap();
+    repo.commit("bad name");
+    let failed = run_expect(&mut plan(&["--skip-lfs"]), 1);
+    assert!(
+        failed.stderr.contains("docs/caf\\xe9.md"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("is not valid UTF-8"),
+        "{}",
+        failed.stderr
+    );
+    let skipped = run_expect(&mut plan(&["--skip-lfs", "--skip-invalid-paths"]), 0);
+    assert!(
+        skipped
+            .stdout
+            .contains("is not valid UTF-8, so it is skipped"),
+        "{}",
+        skipped.stdout
+    );
+}
+
+#[test]
+fn empty_repository_and_unknown_ref_are_clear() {
+    let repo = GitRepo::new();
+    let out = tempfile::tempdir().unwrap();
+    let target = format!("file://{}", out.path().display());
+    let empty = run_expect(
+        common::r2sync(None, repo.path()).args(["plan", "--target", &target]),
+        1,
+    );
+    assert!(
+        empty.stderr.contains("cannot resolve ref \"HEAD\""),
+        "{}",
+        empty.stderr
+    );
+    assert!(empty.stderr.contains("--ref"), "{}", empty.stderr);
+
+    repo.write("a.md", "# A\n");
+    repo.commit("first");
+    let unknown = run_expect(
+        common::r2sync(None, repo.path()).args(["plan", "--ref", "v9.9", "--target", &target]),
+        1,
+    );
+    assert!(
+        unknown.stderr.contains("cannot resolve ref \"v9.9\""),
+        "{}",
+        unknown.stderr
+    );
+    let short = repo.git(&["rev-parse", "--short", "HEAD"]);
+    run_expect(
+        common::r2sync(None, repo.path()).args(["plan", "--ref", &short, "--target", &target]),
+        0,
+    );
+}

@@ -21,7 +21,7 @@ use crate::plan::{self, ArchiveContext, Plan, PlanError, PlanOptions, PlanSource
 use crate::remote::state::{self, ActualState};
 use crate::remote::{Remote, RemoteError, RequestPolicy};
 use crate::rules::{RuleError, Rules};
-use crate::source::{self, Selector, SourceError};
+use crate::source::{self, SelectOptions, Selector, SourceError};
 
 /// Everything that can stop a command.
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +201,8 @@ fn resolve_settings(
         archive_prefix,
         catalog,
         skip_drafts: args.skip_drafts,
+        skip_invalid_paths: args.skip_invalid_paths,
+        skip_lfs: args.skip_lfs,
         fallback_encoding,
         max_document_size: args
             .max_document_size
@@ -253,7 +255,16 @@ async fn prepare(
         None => source::resolve_commit(&repo, &args.reference)?,
     };
     let selector = Selector::new(&settings.include, &settings.exclude)?;
-    let files = source::select_files(&repo, commit, &settings.root, &selector)?;
+    let selection = source::select_files(
+        &repo,
+        commit,
+        &settings.root,
+        &selector,
+        SelectOptions {
+            skip_invalid_paths: settings.skip_invalid_paths,
+        },
+    )?;
+    let files = &selection.files;
     output.status(format!(
         "Reading {} {} from {} at {} ({})",
         files.len(),
@@ -282,9 +293,11 @@ async fn prepare(
         max_metadata_bytes: settings.max_metadata_bytes,
         catalog: settings.catalog.clone(),
         local_target: matches!(target.kind, TargetKind::Local { .. }),
+        skip_lfs: settings.skip_lfs,
     };
     let bar = output.progress(files.len() as u64, "normalizing");
-    let desired = manifest::build(&repo, &files, &options, || bar.inc(1))?;
+    let mut desired = manifest::build(&repo, files, &options, || bar.inc(1))?;
+    desired.warnings.splice(0..0, selection.warnings);
     bar.finish_and_clear();
     if !desired.skipped_drafts.is_empty() {
         let count = desired.skipped_drafts.len();
@@ -715,6 +728,12 @@ fn settings_from_plan(plan: &Plan, args: &ApplyArgs, given: &[String]) -> (SyncA
     }
     if !given("skip_drafts") {
         sync.skip_drafts = saved.skip_drafts;
+    }
+    if !given("skip_invalid_paths") {
+        sync.skip_invalid_paths = saved.skip_invalid_paths;
+    }
+    if !given("skip_lfs") {
+        sync.skip_lfs = saved.skip_lfs;
     }
     if !given("fallback_encoding") {
         sync.fallback_encoding = saved.fallback_encoding.clone();

@@ -131,6 +131,15 @@ pub fn merge_file(
         |value: bool| value
     );
     layer!(
+        "skip_invalid_paths",
+        sync.skip_invalid_paths,
+        file.skip_invalid_paths,
+        |value: bool| value
+    );
+    layer!("skip_lfs", sync.skip_lfs, file.skip_lfs, |value: bool| {
+        value
+    });
+    layer!(
         "fallback_encoding",
         sync.fallback_encoding,
         file.fallback_encoding.clone(),

@@ -215,6 +215,15 @@ pub struct SyncArgs {
     #[arg(long)]
     pub skip_drafts: bool,
 
+    /// Skip paths that are not valid UTF-8 (with a warning) instead of failing.
+    #[arg(long)]
+    pub skip_invalid_paths: bool,
+
+    /// Skip Git LFS pointer files (with a warning) instead of failing; their
+    /// content is not in the repository.
+    #[arg(long)]
+    pub skip_lfs: bool,
+
     /// Keep a catalog object (JSON Lines, one line per document) at this key
     /// below the target prefix.
     #[arg(long, value_name = "KEY")]

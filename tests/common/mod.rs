@@ -444,7 +444,9 @@ pub fn desired_state(
     let repo = r2sync::source::open(repo.to_str().unwrap(), cache.path()).unwrap();
     let oid = r2sync::source::resolve_commit(&repo, commit).unwrap();
     let selector = r2sync::source::Selector::new(&default_include(), &[]).unwrap();
-    let files = r2sync::source::select_files(&repo, oid, root, &selector).unwrap();
+    let files = r2sync::source::select_files(&repo, oid, root, &selector, Default::default())
+        .unwrap()
+        .files;
     let options = r2sync::manifest::DesiredOptions {
         prefix: prefix.to_string(),
         ..Default::default()
