@@ -166,7 +166,24 @@ fn open_remote(url: &str, cache_dir: &Path) -> Result<Repo, SourceError> {
         source,
     };
 
-    // TODO: lock the cache directory so two runs sharing it cannot interleave fetches.
+    // One run at a time creates or fetches into a mirror; a second run
+    // waits for the lock, then fetches what is new.
+    fs::create_dir_all(dir.parent().expect("cache path has a parent")).map_err(|source| {
+        SourceError::Io {
+            context: format!("cannot create cache directory {}", cache_dir.display()),
+            source,
+        }
+    })?;
+    let lock_path = dir.with_extension("lock");
+    let lock = fs::File::create(&lock_path).map_err(|source| SourceError::Io {
+        context: format!("cannot create lock file {}", lock_path.display()),
+        source,
+    })?;
+    lock.lock().map_err(|source| SourceError::Io {
+        context: format!("cannot lock {}", lock_path.display()),
+        source,
+    })?;
+
     let repo = match Repository::open_bare(&dir) {
         Ok(repo) => repo,
         Err(_) => {
@@ -195,6 +212,8 @@ fn open_remote(url: &str, cache_dir: &Path) -> Result<Repo, SourceError> {
             }
         }
     }
+    // Reading objects needs no lock: a later fetch only adds objects.
+    drop(lock);
 
     Ok(Repo {
         repo,

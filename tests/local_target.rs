@@ -249,6 +249,7 @@ fn url_source_is_cached_and_fetched() {
     assert!(second.stdout.contains("+ b.md"), "{}", second.stdout);
     let mirrors = std::fs::read_dir(cache.path().join("repos"))
         .unwrap()
+        .filter(|entry| entry.as_ref().unwrap().path().is_dir())
         .count();
     assert_eq!(mirrors, 1);
 }
@@ -741,4 +742,40 @@ fn empty_repository_and_unknown_ref_are_clear() {
         common::r2sync(None, repo.path()).args(["plan", "--ref", &short, "--target", &target]),
         0,
     );
+}
+
+#[test]
+fn concurrent_runs_share_a_cache() {
+    let repo = GitRepo::new();
+    for index in 0..50 {
+        repo.write(&format!("p{index}.md"), format!("# {index}\n"));
+    }
+    repo.commit("first");
+    let cache = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", repo.path().display());
+
+    // Four runs start at once on an empty cache; each must succeed.
+    let children: Vec<_> = (0..4)
+        .map(|index| {
+            let out = cache.path().join(format!("out{index}"));
+            let mut cmd = common::r2sync(None, cache.path());
+            cmd.args(["plan", "--json", "--repo", &url, "--cache-dir"])
+                .arg(cache.path().join("mirror"))
+                .arg("--target")
+                .arg(format!("file://{}", out.display()))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let plan: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(plan["summary"]["create"], 50);
+    }
 }
