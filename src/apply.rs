@@ -15,6 +15,9 @@ use crate::remote::state::{
 };
 use crate::remote::{Condition, Remote, RemoteError};
 
+/// The error recorded for changes skipped after a precondition failure.
+pub const NOT_ATTEMPTED: &str = "not attempted because another key changed on the remote";
+
 /// Errors that make a plan impossible to execute at all.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -160,7 +163,7 @@ pub async fn execute(
             report.failures.push(Failure {
                 key: change.key.clone(),
                 action: change.action,
-                error: "not attempted because another key changed on the remote".into(),
+                error: NOT_ATTEMPTED.into(),
             });
             continue;
         };

@@ -275,7 +275,13 @@ impl Credentials {
         if let Some(endpoint) = &endpoint {
             let parsed = url::Url::parse(endpoint).map_err(|err| ConfigError::Endpoint {
                 endpoint: endpoint.clone(),
-                message: err.to_string(),
+                message: match err {
+                    url::ParseError::RelativeUrlWithoutBase => {
+                        "the scheme is missing; write it as http://HOST:PORT or https://HOST"
+                            .to_string()
+                    }
+                    other => other.to_string(),
+                },
             })?;
             if !matches!(parsed.scheme(), "http" | "https") {
                 return Err(ConfigError::Endpoint {
@@ -340,6 +346,7 @@ pub struct FileConfig {
     pub exclude: Option<Vec<String>>,
     pub target: Option<String>,
     pub endpoint: Option<String>,
+    pub region: Option<String>,
     pub jurisdiction: Option<Jurisdiction>,
     pub concurrency: Option<u16>,
     pub retries: Option<usize>,
@@ -374,6 +381,7 @@ pub struct FileConfig {
 pub struct TargetConfig {
     pub target: Option<String>,
     pub endpoint: Option<String>,
+    pub region: Option<String>,
     pub jurisdiction: Option<Jurisdiction>,
     #[serde(rename = "ref")]
     pub reference: Option<String>,
@@ -502,6 +510,9 @@ pub struct Settings {
     pub archive_prefix: Option<String>,
     /// Key of the catalog object below the prefix.
     pub catalog: Option<String>,
+    /// The `[targets.NAME]` table the target came from.
+    #[serde(default)]
+    pub target_name: Option<String>,
     pub skip_drafts: bool,
     #[serde(default)]
     pub skip_invalid_paths: bool,
@@ -534,6 +545,7 @@ impl Settings {
             delete_mode: DeleteMode::default(),
             archive_prefix: None,
             catalog: None,
+            target_name: None,
             skip_drafts: false,
             skip_invalid_paths: false,
             skip_lfs: false,

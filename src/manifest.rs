@@ -240,7 +240,7 @@ pub enum ManifestError {
         key: String,
         other: String,
     },
-    #[error("{} documents cannot be published:\n  {}", errors.len(), list_errors(errors))]
+    #[error("{} documents cannot be published:\n  {}\nfix them, or leave them out with --exclude 'GLOB'", errors.len(), list_errors(errors))]
     Documents { errors: Vec<ManifestError> },
     #[error("{path}: is a Git LFS pointer, and the document itself is not in the repository; publish it from a checkout with the content, or pass --skip-lfs")]
     LfsPointer { path: String },

@@ -545,8 +545,18 @@ pub fn render_markdown(plan: &Plan) -> String {
     if !plan.unmanaged.is_empty() {
         let _ = writeln!(
             out,
-            "{} objects under the prefix were not written by r2sync and are left alone.\n",
-            plan.unmanaged.len()
+            "{} under the prefix {} not written by r2sync and {} left alone.\n",
+            count_noun(plan.unmanaged.len(), "object"),
+            if plan.unmanaged.len() == 1 {
+                "was"
+            } else {
+                "were"
+            },
+            if plan.unmanaged.len() == 1 {
+                "is"
+            } else {
+                "are"
+            }
         );
     }
     for warning in &plan.warnings {

@@ -16,7 +16,7 @@ pub const DEFAULT_INCLUDE: &[&str] = &["*.md", "*.markdown"];
 /// Errors of the source stage. Each names the repository, ref or path.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("cannot open repository {repo}: {}; pass a repository directory, a bundle file or a URL with --repo", source.message())]
+    #[error("cannot open repository {repo}: {}; {}", source.message(), open_hint(source))]
     Open { repo: String, source: git2::Error },
     #[error("cannot read bundle {path}: {message}")]
     Bundle { path: String, message: String },
@@ -52,6 +52,17 @@ pub enum SourceError {
     },
 }
 
+/// The fix for a repository that cannot be opened.
+fn open_hint(error: &git2::Error) -> &'static str {
+    if error.message().contains("not owned by current user") {
+        // libgit2 applies git's safe.directory rule to repositories of
+        // other users, and honors the same configuration.
+        "run r2sync as the repository's owner, or mark it safe with `git config --global --add safe.directory PATH`"
+    } else {
+        "pass a repository directory, a bundle file or a URL with --repo"
+    }
+}
+
 /// Include and exclude globs, matched case-insensitively against the path
 /// below the root.
 pub struct Selector {
@@ -67,8 +78,14 @@ impl Selector {
         })
     }
 
+    /// Tells whether `path` is published. An exclude glob that matches a
+    /// folder of the path (`drafts`, `fixtures/markdown`) excludes it too.
     pub fn matches(&self, path: &str) -> bool {
-        self.include.is_match(path) && !self.exclude.is_match(path)
+        if !self.include.is_match(path) || self.exclude.is_match(path) {
+            return false;
+        }
+        let mut folders = path.match_indices('/').map(|(index, _)| &path[..index]);
+        !folders.any(|folder| self.exclude.is_match(folder))
     }
 }
 
@@ -588,6 +605,10 @@ mod tests {
         let selector = Selector::new(&["*.md".into()], &["drafts/**".into()]).unwrap();
         assert!(selector.matches("docs/a.md"));
         assert!(!selector.matches("drafts/a.md"));
+
+        let folder = Selector::new(&["*.md".into()], &["fixtures/markdown".into()]).unwrap();
+        assert!(!folder.matches("fixtures/markdown/a.md"));
+        assert!(folder.matches("fixtures/other/a.md"));
     }
 
     #[test]

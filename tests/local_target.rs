@@ -779,3 +779,40 @@ fn concurrent_runs_share_a_cache() {
         assert_eq!(plan["summary"]["create"], 50);
     }
 }
+
+#[test]
+fn saved_plan_remembers_its_named_target() {
+    let repo = GitRepo::new();
+    repo.write("a.md", "# A\n");
+    repo.commit("first");
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(
+        work.path().join("r2sync.toml"),
+        "target = \"file://./top\"\n\n[targets.staging]\ntarget = \"file://./staging\"\n",
+    )
+    .unwrap();
+    let repo_arg = repo.path().to_str().unwrap();
+    run_expect(
+        common::r2sync(None, work.path()).args([
+            "plan",
+            "--repo",
+            repo_arg,
+            "--target-name",
+            "staging",
+            "--out",
+            "plan.json",
+        ]),
+        0,
+    );
+    let applied = run_expect(
+        common::r2sync(None, work.path()).args(["apply", "plan.json"]),
+        0,
+    );
+    assert!(
+        applied.stderr.contains("is still valid"),
+        "{}",
+        applied.stderr
+    );
+    assert!(work.path().join("staging/a.md").is_file());
+    assert!(!work.path().join("top").exists());
+}

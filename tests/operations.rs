@@ -48,6 +48,22 @@ fn completions_and_man_page_come_from_the_cli() {
         );
         assert!(result.stdout.contains("detailed-exitcode"), "{shell}");
     }
+    let pages = dir.path().join("man");
+    run_expect(
+        common::r2sync(None, dir.path())
+            .args(["man", "--dir"])
+            .arg(&pages),
+        0,
+    );
+    for page in [
+        "r2sync.1",
+        "r2sync-plan.1",
+        "r2sync-apply.1",
+        "r2sync-check.1",
+        "r2sync-doctor.1",
+    ] {
+        assert!(pages.join(page).is_file(), "{page} missing");
+    }
     let man = run_expect(common::r2sync(None, dir.path()).arg("man"), 0);
     assert!(
         man.stdout.starts_with(".ie") || man.stdout.contains(".TH"),

@@ -47,7 +47,7 @@ pub enum CliError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("the saved plan is out of date, so nothing was applied:\n  {}\nmake a new plan with `r2sync plan --out FILE`", reasons.join("\n  "))]
+    #[error("the saved plan no longer matches, so nothing was applied:\n  {}\napply it with the options it was made with, or make a new plan with `r2sync plan --out FILE`", reasons.join("\n  "))]
     StalePlan { reasons: Vec<String> },
     #[error("stdin is not a terminal, so apply cannot ask for confirmation; pass --yes or a saved plan file")]
     NeedsConfirmation,
@@ -81,6 +81,15 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             runtime.block_on(plan_command(&args, &file, &output))
         }
         Command::Apply(mut args) => {
+            // A saved plan names the [targets.NAME] table it was made for,
+            // which decides what the configuration file contributes.
+            if let Some(path) = &args.plan_file {
+                if !explicit.iter().any(|id| id == "target_name") {
+                    if let Ok(saved) = read_plan(path) {
+                        args.sync.target_name = saved.settings.target_name;
+                    }
+                }
+            }
             let file = FileConfig::load(args.sync.config.as_deref())?;
             let mut given = merge_file(&mut args.sync, Some(&mut args.change), &file, &explicit)?;
             given.extend(explicit);
@@ -118,14 +127,25 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             clap_complete::generate(args.shell, &mut command, "r2sync", &mut std::io::stdout());
             Ok(ExitCode::Success)
         }
-        Command::Man => {
+        Command::Man(args) => {
             let command = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(command)
-                .render(&mut std::io::stdout())
-                .map_err(|source| CliError::Write {
-                    path: "stdout".into(),
-                    source,
-                })?;
+            match &args.dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)
+                        .and_then(|()| clap_mangen::generate_to(command, dir))
+                        .map_err(|source| CliError::Write {
+                            path: dir.clone(),
+                            source,
+                        })?;
+                    eprintln!("Wrote manual pages to {}", dir.display());
+                }
+                None => clap_mangen::Man::new(command)
+                    .render(&mut std::io::stdout())
+                    .map_err(|source| CliError::Write {
+                        path: "stdout".into(),
+                        source,
+                    })?,
+            }
             Ok(ExitCode::Success)
         }
     }
@@ -151,12 +171,15 @@ fn resolve_settings(
 ) -> Result<(Settings, Target, Credentials), CliError> {
     let target = Target::parse(&args.target)?;
     let lookup = |name: &str| std::env::var(name).ok();
-    let credentials = Credentials::resolve_in(
+    let mut credentials = Credentials::resolve_in(
         &target,
         args.endpoint.as_deref(),
         args.jurisdiction,
         &lookup,
     )?;
+    if let (Some(region), false) = (&args.region, matches!(target.kind, TargetKind::R2 { .. })) {
+        credentials.region = region.clone();
+    }
     let include = if args.include.is_empty() {
         source::DEFAULT_INCLUDE
             .iter()
@@ -200,6 +223,7 @@ fn resolve_settings(
         delete_mode: change.map(|change| change.delete_mode).unwrap_or_default(),
         archive_prefix,
         catalog,
+        target_name: args.target_name.clone(),
         skip_drafts: args.skip_drafts,
         skip_invalid_paths: args.skip_invalid_paths,
         skip_lfs: args.skip_lfs,
@@ -498,7 +522,17 @@ async fn apply_command(
     if args.json {
         print_json(&ApplyResult::new(&plan, &report));
     }
-    for failure in &report.failures {
+    let (skipped, failures): (Vec<_>, Vec<_>) = report
+        .failures
+        .iter()
+        .partition(|failure| failure.error == apply::NOT_ATTEMPTED);
+    if !skipped.is_empty() {
+        output.error(format!(
+            "{} other changes were not attempted because a key changed on the remote",
+            skipped.len()
+        ));
+    }
+    for failure in failures {
         if failure.error.contains(&failure.key) {
             output.error(&failure.error);
         } else {
@@ -509,7 +543,7 @@ async fn apply_command(
         output.error(format!("stopped early: {reason}"));
     }
     output.status(format!(
-        "Applied {}: {} created, {} updated, {} archived, {} deleted ({} uploaded, {} write requests) in {:.1}s.",
+        "Applied {}: {} created, {} updated, {} archived, {} deleted ({} uploaded, {} write {}) in {:.1}s.",
         plan::short_commit(&plan.source.commit),
         report.created,
         report.updated,
@@ -517,6 +551,7 @@ async fn apply_command(
         report.deleted,
         plan::human_bytes(report.bytes_uploaded),
         report.writes.total(),
+        if report.writes.total() == 1 { "request" } else { "requests" },
         started.elapsed().as_secs_f64()
     ));
 
@@ -590,8 +625,7 @@ async fn load_saved_plan(
         path: path.to_path_buf(),
         message,
     };
-    let bytes = std::fs::read(path).map_err(|err| plan_error(err.to_string()))?;
-    let plan: Plan = serde_json::from_slice(&bytes).map_err(|err| plan_error(err.to_string()))?;
+    let plan = read_plan(path)?;
     if plan.format != plan::PLAN_FORMAT || plan.version != plan::PLAN_VERSION {
         return Err(plan_error(format!(
             "format {:?} version {} is not a plan this r2sync reads ({} version {})",
@@ -684,6 +718,16 @@ async fn load_saved_plan(
         plan::summary_line(&plan.summary)
     ));
     Ok((prepared, plan))
+}
+
+/// Reads a saved plan file.
+fn read_plan(path: &Path) -> Result<Plan, CliError> {
+    let plan_error = |message: String| CliError::PlanFile {
+        path: path.to_path_buf(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|err| plan_error(err.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(|err| plan_error(err.to_string()))
 }
 
 /// Fills every option that was not given explicitly from the saved plan.
@@ -803,7 +847,8 @@ async fn check_command(
             problem: match change.action {
                 plan::Action::Create => "missing from the bucket".to_string(),
                 plan::Action::Update if change.reason == Some(plan::Reason::Adopt) => {
-                    "exists but was not written by r2sync".to_string()
+                    "exists but was not written by r2sync (apply needs --adopt to replace it)"
+                        .to_string()
                 }
                 plan::Action::Update => format!(
                     "differs from the commit ({})",

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::commands::CliError;
 use super::{DoctorArgs, ExitCode};
-use crate::config::{Credentials, Target};
+use crate::config::{Credentials, Target, TargetKind};
 use crate::manifest::content_type_headers;
 use crate::remote::{Condition, Remote, RemoteError, RequestPolicy};
 
@@ -37,12 +37,18 @@ const AWKWARD_NAME: &str = "a b+c%41 é.md";
 pub async fn run(args: &DoctorArgs) -> Result<ExitCode, CliError> {
     let target = Target::parse(&args.sync.target)?;
     let lookup = |name: &str| std::env::var(name).ok();
-    let credentials = Credentials::resolve_in(
+    let mut credentials = Credentials::resolve_in(
         &target,
         args.sync.endpoint.as_deref(),
         args.sync.jurisdiction,
         &lookup,
     )?;
+    if let (Some(region), false) = (
+        &args.sync.region,
+        matches!(target.kind, TargetKind::R2 { .. }),
+    ) {
+        credentials.region = region.clone();
+    }
     let policy = RequestPolicy {
         retries: args.sync.retries,
         timeout: Duration::from_secs(args.sync.timeout.max(1)),
@@ -280,7 +286,7 @@ fn conditional_result(
         }
         Ok(_) => (
             Status::Warning,
-            format!("the server ignores {header}: concurrent applies are not detected"),
+            format!("the server ignores {header}: run one apply at a time (for example with a CI concurrency group)"),
         ),
         Err(err) => (Status::Failed, err.to_string()),
     }

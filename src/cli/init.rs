@@ -90,9 +90,9 @@ pub fn run(args: &InitArgs) -> Result<ExitCode, CliError> {
         "\nNext steps:\n  \
          1. Set target (and root) in r2sync.toml.\n  \
          2. For R2, copy .env.example to .env and fill in R2_ACCOUNT_ID, R2_ACCESS_KEY_ID and\n     \
-            R2_SECRET_ACCESS_KEY; keep .env out of Git.\n  \
-         3. Run `r2sync plan` to see what would change, then `r2sync apply`.\n  \
-         4. Run `r2sync doctor` to check the endpoint and bucket."
+            R2_SECRET_ACCESS_KEY; add .env to .gitignore so it never reaches Git.\n  \
+         3. Run `r2sync doctor` to check the endpoint and bucket.\n  \
+         4. Run `r2sync plan` to see what would change, then `r2sync apply`."
     );
     Ok(ExitCode::Success)
 }

@@ -98,6 +98,12 @@ pub fn merge_file(
         Some
     );
     layer!(
+        "region",
+        sync.region,
+        from_section(|t| t.region.clone()).or(file.region.clone()),
+        Some
+    );
+    layer!(
         "jurisdiction",
         sync.jurisdiction,
         section.and_then(|t| t.jurisdiction).or(file.jurisdiction),

@@ -99,8 +99,16 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Print a shell completion script.
     Completions(CompletionsArgs),
-    /// Print the manual page (roff) on stdout.
-    Man,
+    /// Print the manual page (roff) on stdout, or write one page per
+    /// command into a directory.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write r2sync.1 and a page per subcommand (r2sync-plan.1, ...) here.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +176,11 @@ pub struct SyncArgs {
     /// S3 endpoint URL; for r2:// targets the default comes from R2_ACCOUNT_ID.
     #[arg(long, env = "R2SYNC_ENDPOINT")]
     pub endpoint: Option<String>,
+
+    /// Region to sign requests for (default: AWS_REGION, else us-east-1;
+    /// always auto for r2:// targets).
+    #[arg(long)]
+    pub region: Option<String>,
 
     /// R2 jurisdiction of the bucket, which selects its endpoint host.
     #[arg(long, value_enum, env = "R2_JURISDICTION")]

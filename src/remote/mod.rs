@@ -42,12 +42,15 @@ pub enum RemoteError {
     #[error("{key}: was created on the remote since it was planned; run plan again")]
     AlreadyExists { key: String },
     #[error(
-        "cannot list {target}: {source}; check the bucket name, --endpoint and the credentials"
+        "cannot list {target}: {source}{cause}; check the bucket name, --endpoint, --region and the credentials"
     )]
     List {
         target: String,
         #[source]
         source: object_store::Error,
+        /// The innermost cause, such as "Connection refused", when the
+        /// message above does not already show it.
+        cause: String,
     },
     #[error("{operation} {key}: {source}")]
     Store {
@@ -271,6 +274,7 @@ impl Remote {
         while let Some(meta) = stream.next().await {
             let meta = meta.map_err(|source| RemoteError::List {
                 target: self.display.clone(),
+                cause: root_cause(&source),
                 source,
             })?;
             let key = meta.location.to_string();
@@ -694,6 +698,21 @@ fn put_mode(condition: &Condition) -> PutMode {
             e_tag: Some(format!("\"{etag}\"")),
             version: None,
         }),
+    }
+}
+
+/// The innermost source of an error, as ` (cause: ...)`, or nothing when the
+/// error's own message already contains it.
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = error;
+    while let Some(source) = current.source() {
+        current = source;
+    }
+    let cause = current.to_string();
+    if error.to_string().contains(&cause) {
+        String::new()
+    } else {
+        format!(" (cause: {cause})")
     }
 }
 
