@@ -90,7 +90,11 @@ pub struct Summary {
 pub struct PlanSource {
     pub repo: String,
     pub reference: String,
+    /// The commit read, or for a work tree preview the commit at HEAD.
     pub commit: String,
+    /// The documents come from the work tree, uncommitted changes included.
+    #[serde(default)]
+    pub worktree: bool,
 }
 
 /// A complete plan, as printed with `--json` and saved with `--out`.
@@ -427,14 +431,22 @@ pub fn render(plan: &Plan, color: bool) -> String {
         };
 
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "Plan for {} at {} ({}) -> {}",
-        plan.source.repo,
-        plan.source.reference,
-        short_commit(&plan.source.commit),
-        plan.settings.target
-    );
+    if plan.source.worktree {
+        let _ = writeln!(
+            out,
+            "Plan for the work tree of {} (not a commit; uncommitted changes included) -> {}",
+            plan.source.repo, plan.settings.target
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "Plan for {} at {} ({}) -> {}",
+            plan.source.repo,
+            plan.source.reference,
+            short_commit(&plan.source.commit),
+            plan.settings.target
+        );
+    }
     for change in &plan.changes {
         let line = match change.action {
             Action::Create => style(
@@ -869,6 +881,7 @@ mod tests {
             repo: ".".into(),
             reference: "main".into(),
             commit: "0123456789abcdef".into(),
+            worktree: false,
         };
         let plan = Plan::new(diff, source, settings, Utc::now());
         let markdown = render_markdown(&plan);

@@ -43,6 +43,8 @@ pub enum SourceError {
         blob: String,
         source: git2::Error,
     },
+    #[error("{repo} is a bare repository and has no work tree; drop --worktree")]
+    Bare { repo: String },
     #[error("git error: {}", .0.message())]
     Git(#[from] git2::Error),
     #[error("{context}: {source}")]
@@ -123,7 +125,10 @@ pub struct SourceFile {
     pub path: String,
     /// Path from the top of the repository, for messages and metadata.
     pub repo_path: String,
+    /// Git blob id of the content (computed, not stored, for work tree files).
     pub blob: Oid,
+    /// The content is read from the work tree, not from the object database.
+    pub from_worktree: bool,
 }
 
 /// Opens `spec`: a local repository (bare or with a work tree), a bundle
@@ -464,6 +469,7 @@ pub fn select_files(
                 path: path.clone(),
                 repo_path: repo_path(path),
                 blob: *blob,
+                from_worktree: false,
             });
         }
     }
@@ -482,6 +488,7 @@ pub fn select_files(
                 repo_path: repo_path(&path),
                 path,
                 blob,
+                from_worktree: false,
             }),
             Err(target) => {
                 selection.warnings.push(format!(
@@ -552,6 +559,78 @@ fn join_link(link_path: &str, text: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
+/// Lists the files of the work tree below `root` that the selector accepts:
+/// tracked files as they are on disk (uncommitted edits included) and
+/// untracked files that .gitignore does not exclude, sorted by path.
+/// Deleted files are left out. Nothing is written to the repository.
+pub fn select_worktree_files(
+    repo: &Repo,
+    root: &str,
+    selector: &Selector,
+) -> Result<Selection, SourceError> {
+    let workdir = repo.repo.workdir().ok_or_else(|| SourceError::Bare {
+        repo: repo.display.clone(),
+    })?;
+    let root = root.trim_matches('/');
+    let prefix = if root.is_empty() {
+        String::new()
+    } else {
+        format!("{root}/")
+    };
+
+    // Tracked paths from the index, plus untracked ones git would add.
+    let mut paths: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let index = repo.repo.index()?;
+    for entry in index.iter() {
+        if let Ok(path) = std::str::from_utf8(&entry.path) {
+            paths.insert(path.to_string());
+        }
+    }
+    let mut options = git2::StatusOptions::new();
+    options
+        .include_untracked(true)
+        .recurse_untracked_dirs(true)
+        .include_ignored(false);
+    for status in repo.repo.statuses(Some(&mut options))?.iter() {
+        if let Ok(path) = status.path() {
+            if status.status().contains(git2::Status::WT_NEW) {
+                paths.insert(path.to_string());
+            }
+        }
+    }
+
+    let mut selection = Selection::default();
+    for repo_path in paths {
+        let Some(path) = repo_path.strip_prefix(&prefix) else {
+            continue;
+        };
+        if !selector.matches(path) {
+            continue;
+        }
+        let full = workdir.join(&repo_path);
+        match fs::symlink_metadata(&full) {
+            Ok(metadata) if metadata.is_file() => {
+                let blob = Oid::hash_file(ObjectType::Blob, &full)?;
+                selection.files.push(SourceFile {
+                    path: path.to_string(),
+                    repo_path: repo_path.clone(),
+                    blob,
+                    from_worktree: true,
+                });
+            }
+            Ok(metadata) if metadata.file_type().is_symlink() => selection.warnings.push(format!(
+                "{repo_path}: symbolic link skipped in a work tree preview"
+            )),
+            // Deleted in the work tree: not part of the preview.
+            _ => {}
+        }
+    }
+    for warning in &selection.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(selection)
+}
+
 /// First line of every Git LFS pointer file.
 const LFS_POINTER_START: &[u8] = b"version https://git-lfs.github.com/spec/v1\n";
 
@@ -565,6 +644,17 @@ pub fn is_lfs_pointer(content: &[u8]) -> bool {
 
 /// Reads the content of one selected file.
 pub fn read_blob(repo: &Repo, file: &SourceFile) -> Result<Vec<u8>, SourceError> {
+    if file.from_worktree {
+        let workdir = repo
+            .repo
+            .workdir()
+            .expect("work tree files come from a work tree");
+        let path = workdir.join(&file.repo_path);
+        return fs::read(&path).map_err(|source| SourceError::Io {
+            context: format!("cannot read {}", path.display()),
+            source,
+        });
+    }
     let blob = repo
         .repo
         .find_blob(file.blob)

@@ -756,6 +756,7 @@ fn concurrent_change_stops_apply_cleanly() {
             repo: "test".into(),
             reference: "HEAD".into(),
             commit,
+            worktree: false,
         };
         let plan = Plan::new(diff, source, settings, chrono::Utc::now());
         assert_eq!(plan.summary.update, 1);

@@ -816,3 +816,60 @@ fn saved_plan_remembers_its_named_target() {
     assert!(work.path().join("staging/a.md").is_file());
     assert!(!work.path().join("top").exists());
 }
+
+#[test]
+fn worktree_preview_needs_allow_dirty() {
+    let repo = GitRepo::new();
+    repo.write("a.md", "# A\n");
+    repo.write("gone.md", "# Gone\n");
+    repo.commit("first");
+    // Uncommitted: an edit, a new file, an ignored file and a deletion.
+    repo.write("a.md", "# A, edited\n");
+    repo.write("new.md", "# New\n");
+    repo.write(".gitignore", "scratch.md\n");
+    repo.write("scratch.md", "# Ignored\n");
+    std::fs::remove_file(repo.path().join("gone.md")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let target = format!("file://{}", out.path().display());
+    let run = |args: &[&str]| {
+        let mut cmd = common::r2sync(None, repo.path());
+        cmd.args(args).args(["--target", &target]);
+        cmd
+    };
+
+    let plan = run_expect(&mut run(&["plan", "--worktree"]), 0);
+    assert!(plan.stdout.contains("work tree"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("+ a.md (12 B)"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("+ new.md"), "{}", plan.stdout);
+    assert!(!plan.stdout.contains("scratch.md"), "{}", plan.stdout);
+    assert!(!plan.stdout.contains("gone.md"), "{}", plan.stdout);
+
+    let refused = run_expect(&mut run(&["apply", "--yes", "--worktree"]), 1);
+    assert!(
+        refused.stderr.contains("--allow-dirty"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!out.path().join("a.md").exists());
+
+    run_expect(
+        &mut run(&["plan", "--worktree", "--out", "preview.json"]),
+        0,
+    );
+    let saved = run_expect(
+        common::r2sync(None, repo.path()).args(["apply", "preview.json"]),
+        1,
+    );
+    assert!(saved.stderr.contains("--allow-dirty"), "{}", saved.stderr);
+    run_expect(
+        common::r2sync(None, repo.path()).args(["apply", "preview.json", "--allow-dirty"]),
+        0,
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("a.md")).unwrap(),
+        "# A, edited\n"
+    );
+
+    // check compares the bucket with the work tree as well.
+    run_expect(&mut run(&["check", "--worktree"]), 0);
+}

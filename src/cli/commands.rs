@@ -49,6 +49,8 @@ pub enum CliError {
     },
     #[error("the saved plan no longer matches, so nothing was applied:\n  {}\napply it with the options it was made with, or make a new plan with `r2sync plan --out FILE`", reasons.join("\n  "))]
     StalePlan { reasons: Vec<String> },
+    #[error("the plan comes from the work tree, not a commit, so it would publish uncommitted changes; commit them, or pass --allow-dirty")]
+    Dirty,
     #[error("stdin is not a terminal, so apply cannot ask for confirmation; pass --yes or a saved plan file")]
     NeedsConfirmation,
     #[error("apply cancelled; nothing was changed")]
@@ -103,6 +105,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 change: alias.change,
                 yes: true,
                 json: false,
+                allow_dirty: false,
             };
             let file = FileConfig::load(args.sync.config.as_deref())?;
             let mut given = merge_file(&mut args.sync, Some(&mut args.change), &file, &explicit)?;
@@ -274,33 +277,48 @@ async fn prepare(
         .clone()
         .unwrap_or_else(source::default_cache_dir);
     let repo = source::open(&args.repo, &cache_dir)?;
-    let commit = match commit {
-        Some(commit) => source::resolve_commit(&repo, commit)?,
-        None => source::resolve_commit(&repo, &args.reference)?,
-    };
     let selector = Selector::new(&settings.include, &settings.exclude)?;
-    let selection = source::select_files(
-        &repo,
-        commit,
-        &settings.root,
-        &selector,
-        SelectOptions {
+    let (commit, selection) = if args.worktree {
+        // A preview of the work tree; HEAD (if any) only labels the plan.
+        let head = source::resolve_commit(&repo, "HEAD")
+            .map(|oid| oid.to_string())
+            .unwrap_or_default();
+        (
+            head,
+            source::select_worktree_files(&repo, &settings.root, &selector)?,
+        )
+    } else {
+        let commit = match commit {
+            Some(commit) => source::resolve_commit(&repo, commit)?,
+            None => source::resolve_commit(&repo, &args.reference)?,
+        };
+        let options = SelectOptions {
             skip_invalid_paths: settings.skip_invalid_paths,
-        },
-    )?;
+        };
+        let selection = source::select_files(&repo, commit, &settings.root, &selector, options)?;
+        (commit.to_string(), selection)
+    };
     let files = &selection.files;
-    output.status(format!(
-        "Reading {} {} from {} at {} ({})",
-        files.len(),
-        if files.len() == 1 {
-            "document"
-        } else {
-            "documents"
-        },
-        repo.display,
-        args.reference,
-        plan::short_commit(&commit.to_string())
-    ));
+    let noun = if files.len() == 1 {
+        "document"
+    } else {
+        "documents"
+    };
+    if args.worktree {
+        output.status(format!(
+            "Reading {} {noun} from the work tree of {} (uncommitted changes included)",
+            files.len(),
+            repo.display
+        ));
+    } else {
+        output.status(format!(
+            "Reading {} {noun} from {} at {} ({})",
+            files.len(),
+            repo.display,
+            args.reference,
+            plan::short_commit(&commit)
+        ));
+    }
     let options = DesiredOptions {
         prefix: target.prefix.clone(),
         normalize: NormalizeOptions {
@@ -358,7 +376,8 @@ async fn prepare(
     let source = PlanSource {
         repo: repo.display.clone(),
         reference: args.reference.clone(),
-        commit: commit.to_string(),
+        commit,
+        worktree: args.worktree,
     };
     Ok(Prepared {
         settings,
@@ -471,6 +490,10 @@ async fn apply_command(
             (prepared, plan)
         }
     };
+
+    if plan.source.worktree && !args.allow_dirty {
+        return Err(CliError::Dirty);
+    }
 
     if !plan.has_changes() && !plan.manifest_write {
         if args.json {
@@ -656,22 +679,25 @@ async fn load_saved_plan(
         return Err(CliError::StalePlan { reasons });
     }
 
-    // The ref must still point at the planned commit.
+    // The ref must still point at the planned commit. A work tree plan has
+    // no commit; its documents are checked by their hashes below.
     let cache_dir = sync
         .cache_dir
         .clone()
         .unwrap_or_else(source::default_cache_dir);
     let repo = source::open(&sync.repo, &cache_dir)?;
-    let current = source::resolve_commit(&repo, &plan.source.reference)?.to_string();
-    if current != plan.source.commit {
-        return Err(CliError::StalePlan {
-            reasons: vec![format!(
-                "source moved: {} was {} when planned, now {}",
-                plan.source.reference,
-                plan::short_commit(&plan.source.commit),
-                plan::short_commit(&current)
-            )],
-        });
+    if !plan.source.worktree {
+        let current = source::resolve_commit(&repo, &plan.source.reference)?.to_string();
+        if current != plan.source.commit {
+            return Err(CliError::StalePlan {
+                reasons: vec![format!(
+                    "source moved: {} was {} when planned, now {}",
+                    plan.source.reference,
+                    plan::short_commit(&plan.source.commit),
+                    plan::short_commit(&current)
+                )],
+            });
+        }
     }
     drop(repo);
 
@@ -778,6 +804,9 @@ fn settings_from_plan(plan: &Plan, args: &ApplyArgs, given: &[String]) -> (SyncA
     }
     if !given("skip_lfs") {
         sync.skip_lfs = saved.skip_lfs;
+    }
+    if !given("worktree") {
+        sync.worktree = plan.source.worktree;
     }
     if !given("fallback_encoding") {
         sync.fallback_encoding = saved.fallback_encoding.clone();

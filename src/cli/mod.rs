@@ -206,6 +206,11 @@ pub struct SyncArgs {
     #[arg(long, env = "R2SYNC_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
 
+    /// Read the documents from the work tree, uncommitted changes included,
+    /// to preview them; apply needs --allow-dirty for such a plan.
+    #[arg(long)]
+    pub worktree: bool,
+
     /// Configuration file with rules and defaults (default: ./r2sync.toml if present).
     #[arg(long, value_name = "FILE", env = "R2SYNC_CONFIG")]
     pub config: Option<PathBuf>,
@@ -308,6 +313,11 @@ pub struct ApplyArgs {
     /// Apply without asking for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
+
+    /// Apply a plan made from the work tree (--worktree), which may publish
+    /// uncommitted changes.
+    #[arg(long)]
+    pub allow_dirty: bool,
 
     /// Print the result as JSON on stdout.
     #[arg(long)]
