@@ -20,6 +20,8 @@ pub enum SourceError {
     Open { repo: String, source: git2::Error },
     #[error("cannot read bundle {path}: {message}")]
     Bundle { path: String, message: String },
+    #[error("cannot fetch {url}: authentication failed (tried: {tried}); for HTTPS set R2SYNC_GIT_TOKEN (and R2SYNC_GIT_USERNAME if the server needs a user) or configure a git credential helper, for SSH set R2SYNC_SSH_KEY or load the key into ssh-agent")]
+    Auth { url: String, tried: String },
     #[error("cannot fetch {url}: {}", source.message())]
     Fetch { url: String, source: git2::Error },
     #[error("cannot resolve ref {reference:?} in {repo}: {}; pass a branch, tag or commit id with --ref", source.message())]
@@ -221,13 +223,31 @@ fn open_remote(url: &str, cache_dir: &Path) -> Result<Repo, SourceError> {
     tracing::info!(url = %shown_url, cache = %dir.display(), "fetching remote repository");
     {
         let mut remote = repo.remote_anonymous(url).map_err(fetch_error)?;
-        remote
-            .fetch(
-                &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
-                None,
-                None,
-            )
-            .map_err(fetch_error)?;
+        let tried = std::cell::RefCell::new(Vec::new());
+        let mut fetch_options = git2::FetchOptions::new();
+        fetch_options.remote_callbacks(credential_callbacks(&repo, &tried));
+        let fetched = remote.fetch(
+            &["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+            Some(&mut fetch_options),
+            None,
+        );
+        drop(fetch_options);
+        if let Err(source) = fetched {
+            let tried = tried.into_inner();
+            // The server asked for credentials (a method was tried) and the
+            // fetch failed, or libgit2 reports an authentication error.
+            if !tried.is_empty() || source.code() == git2::ErrorCode::Auth {
+                return Err(SourceError::Auth {
+                    url: display.clone(),
+                    tried: if tried.is_empty() {
+                        "none was available".to_string()
+                    } else {
+                        tried.join(", ")
+                    },
+                });
+            }
+            return Err(fetch_error(source));
+        }
         if let Ok(default_branch) = remote.default_branch() {
             if let Ok(name) = default_branch.as_str() {
                 repo.set_head(name).map_err(fetch_error)?;
@@ -242,6 +262,76 @@ fn open_remote(url: &str, cache_dir: &Path) -> Result<Repo, SourceError> {
         display,
         _scratch: None,
     })
+}
+
+/// Variable with an HTTPS token (a personal access token or similar).
+pub const GIT_TOKEN_VAR: &str = "R2SYNC_GIT_TOKEN";
+/// Variable with the user name sent with the token (default `git`).
+pub const GIT_USERNAME_VAR: &str = "R2SYNC_GIT_USERNAME";
+/// Variable with the path of an SSH private key.
+pub const SSH_KEY_VAR: &str = "R2SYNC_SSH_KEY";
+
+/// Credentials for fetching: an HTTPS token from the environment, then git
+/// credential helpers; for SSH a key file from the environment, then the
+/// SSH agent. Each method is offered once, and `tried` records them by name
+/// for the error message. No secret is logged.
+fn credential_callbacks<'a>(
+    repo: &'a Repository,
+    tried: &'a std::cell::RefCell<Vec<String>>,
+) -> git2::RemoteCallbacks<'a> {
+    use git2::{Cred, CredentialType};
+
+    let mut callbacks = git2::RemoteCallbacks::new();
+    callbacks.credentials(move |url, username_from_url, allowed| {
+        let mut tried = tried.borrow_mut();
+        let mut offer = |name: &str| -> bool {
+            // A method offered before was rejected by the server.
+            if let Some(previous) = tried.iter_mut().find(|method| method.as_str() == name) {
+                previous.push_str(" (rejected)");
+                return false;
+            }
+            if tried.iter().any(|method| method.starts_with(name)) {
+                return false;
+            }
+            tried.push(name.to_string());
+            true
+        };
+
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+            if let Ok(token) = std::env::var(GIT_TOKEN_VAR) {
+                if offer(&format!("HTTPS token from {GIT_TOKEN_VAR}")) {
+                    let user = std::env::var(GIT_USERNAME_VAR)
+                        .ok()
+                        .or(username_from_url.map(str::to_string))
+                        .unwrap_or_else(|| "git".to_string());
+                    return Cred::userpass_plaintext(&user, &token);
+                }
+            }
+            if offer("git credential helper") {
+                if let Ok(config) = repo.config() {
+                    if let Ok(cred) = Cred::credential_helper(&config, url, username_from_url) {
+                        return Ok(cred);
+                    }
+                }
+            }
+        }
+        if allowed.contains(CredentialType::SSH_KEY) {
+            let user = username_from_url.unwrap_or("git");
+            if let Ok(key) = std::env::var(SSH_KEY_VAR) {
+                if offer(&format!("SSH key from {SSH_KEY_VAR}")) {
+                    return Cred::ssh_key(user, None, std::path::Path::new(&key), None);
+                }
+            }
+            if offer("SSH agent") {
+                return Cred::ssh_key_from_agent(user);
+            }
+        }
+        if allowed.contains(CredentialType::USERNAME) {
+            return Cred::username(username_from_url.unwrap_or("git"));
+        }
+        Err(git2::Error::from_str("no more credentials to try"))
+    });
+    callbacks
 }
 
 /// Imports a Git bundle (format v2 or v3) into a temporary bare repository:

@@ -873,3 +873,213 @@ fn worktree_preview_needs_allow_dirty() {
     // check compares the bucket with the work tree as well.
     run_expect(&mut run(&["check", "--worktree"]), 0);
 }
+
+#[test]
+fn refs_tags_and_shallow_clones() {
+    let repo = GitRepo::new();
+    repo.write("a.md", "# One\n");
+    let first = repo.commit("first");
+    repo.git(&["tag", "-a", "v1", "-m", "release one"]);
+    repo.git(&["tag", "light"]);
+    repo.write("a.md", "# Two\n");
+    repo.commit("second");
+    let out = tempfile::tempdir().unwrap();
+    let target = format!("file://{}", out.path().display());
+    let plan = |repo_path: &str, reference: &str| {
+        let mut cmd = common::r2sync(None, out.path());
+        cmd.args([
+            "plan", "--json", "--repo", repo_path, "--ref", reference, "--target", &target,
+        ]);
+        cmd
+    };
+    let repo_arg = repo.path().to_str().unwrap();
+
+    // Annotated and lightweight tags, full and short ids all name commit one.
+    for reference in ["v1", "light", first.as_str(), &first[..8]] {
+        let result = run_expect(&mut plan(repo_arg, reference), 0);
+        let parsed: serde_json::Value = serde_json::from_str(&result.stdout).unwrap();
+        assert_eq!(parsed["source"]["commit"], first.as_str(), "{reference}");
+    }
+
+    // A detached HEAD works.
+    repo.git(&["checkout", "-q", "--detach", "v1"]);
+    let detached = run_expect(&mut plan(repo_arg, "HEAD"), 0);
+    let parsed: serde_json::Value = serde_json::from_str(&detached.stdout).unwrap();
+    assert_eq!(parsed["source"]["commit"], first.as_str());
+    repo.git(&["checkout", "-q", "main"]);
+
+    // A shallow clone has the tip's tree but not the older commit.
+    let shallow = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("git")
+        .args(["clone", "-q", "--depth", "1"])
+        .arg(format!("file://{repo_arg}"))
+        .arg(shallow.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let shallow_arg = shallow.path().to_str().unwrap();
+    run_expect(&mut plan(shallow_arg, "HEAD"), 0);
+    let missing = run_expect(&mut plan(shallow_arg, &first), 1);
+    assert!(
+        missing
+            .stderr
+            .contains(&format!("cannot resolve ref \"{first}\"")),
+        "{}",
+        missing.stderr
+    );
+}
+
+/// A `git http-backend` server on 127.0.0.1 that requires `token`; it stops
+/// when dropped.
+struct GitHttpServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitHttpServer {
+    fn start(root: &std::path::Path, token: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers/git_http.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .arg(root)
+            .arg(port.to_string())
+            .arg(token)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready");
+        GitHttpServer { child, port }
+    }
+}
+
+impl Drop for GitHttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn https_token_authenticates_and_stays_secret() {
+    let repo = GitRepo::new();
+    repo.write("a.md", "# A\n");
+    repo.commit("first");
+    let served = tempfile::tempdir().unwrap();
+    let bare = served.path().join("docs.git");
+    repo.git(&["clone", "-q", "--bare", ".", bare.to_str().unwrap()]);
+
+    let token = "tok-3f9c1d2e8a7b6c5d";
+    let server = GitHttpServer::start(served.path(), token);
+    let url = format!("http://127.0.0.1:{}/docs.git", server.port);
+    let out = tempfile::tempdir().unwrap();
+    let target = format!("file://{}", out.path().join("bucket").display());
+    let cache = out.path().join("cache");
+    let plan = || {
+        let mut cmd = common::r2sync(None, out.path());
+        cmd.args([
+            "-vvv",
+            "plan",
+            "--json",
+            "--repo",
+            &url,
+            "--target",
+            &target,
+            "--cache-dir",
+        ])
+        .arg(&cache)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("HOME", out.path());
+        cmd
+    };
+
+    // Without a token the error names what was tried and what to set.
+    let denied = run_expect(&mut plan(), 1);
+    assert!(
+        denied.stderr.contains("authentication failed"),
+        "{}",
+        denied.stderr
+    );
+    assert!(
+        denied.stderr.contains("R2SYNC_GIT_TOKEN"),
+        "{}",
+        denied.stderr
+    );
+
+    // A wrong token is rejected and named as tried, without its value.
+    let wrong = run_expect(plan().env("R2SYNC_GIT_TOKEN", "wrong-token-value"), 1);
+    assert!(
+        wrong.stderr.contains("HTTPS token from R2SYNC_GIT_TOKEN"),
+        "{}",
+        wrong.stderr
+    );
+    assert!(
+        !wrong.stderr.contains("wrong-token-value"),
+        "token in output"
+    );
+
+    // The right token works, and appears in no output and no cached file.
+    let ok = run_expect(plan().env("R2SYNC_GIT_TOKEN", token), 0);
+    assert!(ok.stdout.contains("\"create\": 1"), "{}", ok.stdout);
+    assert!(
+        !ok.stdout.contains(token) && !ok.stderr.contains(token),
+        "token in output"
+    );
+    for entry in walk(&cache) {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes
+                .windows(token.len())
+                .any(|window| window == token.as_bytes()),
+            "token stored in {}",
+            entry.display()
+        );
+    }
+
+    // A token inside the URL works too and is removed from the plan.
+    let with_user = format!("http://user:{token}@127.0.0.1:{}/docs.git", server.port);
+    let mut cmd = common::r2sync(None, out.path());
+    cmd.args([
+        "plan",
+        "--json",
+        "--repo",
+        &with_user,
+        "--target",
+        &target,
+        "--cache-dir",
+    ])
+    .arg(out.path().join("cache2"))
+    .env("GIT_TERMINAL_PROMPT", "0");
+    let embedded = run_expect(&mut cmd, 0);
+    assert!(
+        !embedded.stdout.contains(token),
+        "token in the plan: {}",
+        embedded.stdout
+    );
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
