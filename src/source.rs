@@ -56,7 +56,7 @@ pub enum SourceError {
     },
 }
 
-/// The fix for a repository that cannot be opened.
+/// Returns the fix for a repository that cannot be opened.
 fn open_hint(error: &git2::Error) -> &'static str {
     if error.message().contains("not owned by current user") {
         // libgit2 applies git's safe.directory rule to repositories of
@@ -450,7 +450,7 @@ pub fn resolve_commit(repo: &Repo, reference: &str) -> Result<Oid, SourceError> 
     Ok(object.id())
 }
 
-/// What to do with tree entries that cannot be published as they are.
+/// Options for tree entries that cannot be published as they are.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SelectOptions {
     /// Skip paths that are not valid UTF-8 (with a warning) instead of failing.
@@ -467,7 +467,7 @@ pub struct Selection {
     pub warnings: Vec<String>,
 }
 
-/// Longest chain of symbolic links followed to a file.
+/// Maximum number of symbolic links followed in a chain to a file.
 const MAX_LINK_HOPS: usize = 8;
 
 /// Lists the files of `commit` below `root` that the selector accepts,
@@ -508,8 +508,10 @@ pub fn select_files(
     // One walk collects regular files (all of them, because a link may
     // point at an unselected name), links and submodules.
     let mut selection = Selection::default();
+    // Only selected files and links are kept, so memory follows the
+    // selection, not the size of the tree.
     let mut blobs: HashMap<String, Oid> = HashMap::new();
-    let mut all_links: HashMap<String, Oid> = HashMap::new();
+    let mut links: Vec<(String, Oid)> = Vec::new();
     let mut failure = None;
     let walked = tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
         let Ok(name) = entry.name() else {
@@ -530,8 +532,9 @@ pub fn select_files(
         };
         let path = format!("{dir}{name}");
         match entry.kind() {
+            Some(ObjectType::Blob) if !selector.matches(&path) => {}
             Some(ObjectType::Blob) if entry.filemode() == 0o120000 => {
-                all_links.insert(path, entry.id());
+                links.push((path, entry.id()));
             }
             Some(ObjectType::Blob) => {
                 blobs.insert(path, entry.id());
@@ -553,40 +556,31 @@ pub fn select_files(
     }
     walked?;
 
-    for (path, blob) in &blobs {
-        if selector.matches(path) {
-            selection.files.push(SourceFile {
-                path: path.clone(),
-                repo_path: repo_path(path),
-                blob: *blob,
-                from_worktree: false,
-            });
-        }
+    for (path, blob) in blobs {
+        selection.files.push(SourceFile {
+            repo_path: repo_path(&path),
+            path,
+            blob,
+            from_worktree: false,
+        });
     }
 
     // A link is published with its target's content when the target is a
-    // file inside the tree below the root.
-    let mut links: Vec<(&String, &Oid)> = all_links
-        .iter()
-        .filter(|(path, _)| selector.matches(path))
-        .collect();
+    // file inside the tree below the root. Targets are looked up on demand.
     links.sort();
     for (path, link_blob) in links {
-        let path = path.clone();
-        match resolve_link(repo, &path, *link_blob, &blobs, &all_links) {
+        match resolve_link(repo, &tree, &path, link_blob) {
             Ok(blob) => selection.files.push(SourceFile {
                 repo_path: repo_path(&path),
                 path,
                 blob,
                 from_worktree: false,
             }),
-            Err(target) => {
-                selection.warnings.push(format!(
+            Err(target) => selection.warnings.push(format!(
                 "{}: symbolic link to {target} skipped; it points outside {} or to a missing file",
                 repo_path(&path),
                 if root.is_empty() { "the repository" } else { "--root" }
-            ))
-            }
+            )),
         }
     }
 
@@ -598,14 +592,8 @@ pub fn select_files(
 }
 
 /// Follows a symbolic link, and links it points at, to a regular file of
-/// the tree, or returns the link text it could not follow.
-fn resolve_link(
-    repo: &Repo,
-    path: &str,
-    link_blob: Oid,
-    blobs: &HashMap<String, Oid>,
-    all_links: &HashMap<String, Oid>,
-) -> Result<Oid, String> {
+/// `tree`, or returns the link text it could not follow.
+fn resolve_link(repo: &Repo, tree: &git2::Tree<'_>, path: &str, link_blob: Oid) -> Result<Oid, String> {
     let mut current_path = path.to_string();
     let mut current_blob = link_blob;
     for _ in 0..MAX_LINK_HOPS {
@@ -615,18 +603,17 @@ fn resolve_link(
             .map(|blob| String::from_utf8_lossy(blob.content()).into_owned())
             .map_err(|_| format!("{current_path:?} (unreadable link)"))?;
         let target = join_link(&current_path, &text).ok_or_else(|| format!("{text:?}"))?;
-        if let Some(blob) = blobs.get(&target) {
-            return Ok(*blob);
+        let entry = tree.get_path(Path::new(&target)).map_err(|_| format!("{text:?}"))?;
+        match (entry.kind(), entry.filemode()) {
+            (Some(ObjectType::Blob), 0o120000) => {
+                current_path = target;
+                current_blob = entry.id();
+            }
+            (Some(ObjectType::Blob), _) => return Ok(entry.id()),
+            _ => return Err(format!("{text:?}")),
         }
-        let Some(next) = all_links.get(&target) else {
-            return Err(format!("{text:?}"));
-        };
-        current_path = target;
-        current_blob = *next;
     }
-    Err(format!(
-        "{path:?} (more than {MAX_LINK_HOPS} links in a chain)"
-    ))
+    Err(format!("{path:?} (more than {MAX_LINK_HOPS} links in a chain)"))
 }
 
 /// Resolves link text relative to the link's folder; `None` when it leaves

@@ -32,6 +32,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+
+        # Run git http-backend as a CGI program and relay its answer.
         path, _, query = self.path.partition("?")
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
@@ -49,6 +51,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         result = subprocess.run(
             ["git", "http-backend"], input=body, env=environment, capture_output=True, check=False
         )
+
         head, _, payload = result.stdout.partition(b"\r\n\r\n")
         status = 200
         headers = []
