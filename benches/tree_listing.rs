@@ -33,7 +33,11 @@ fn memory_kib() -> (u64, u64) {
 /// ending in `.md`.
 fn build_repository(dir: &Path, files: usize) {
     let run = |args: &[&str]| {
-        let status = Command::new("git").args(args).current_dir(dir).status().unwrap();
+        let status = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .status()
+            .unwrap();
         assert!(status.success(), "git {args:?}");
     };
     run(&["init", "-q", "-b", "main"]);
@@ -46,12 +50,21 @@ fn build_repository(dir: &Path, files: usize) {
         .unwrap();
     let mut stream = std::io::BufWriter::new(child.stdin.take().unwrap());
     writeln!(stream, "commit refs/heads/main").unwrap();
-    writeln!(stream, "committer Bench <bench@example.invalid> 1700000000 +0000").unwrap();
+    writeln!(
+        stream,
+        "committer Bench <bench@example.invalid> 1700000000 +0000"
+    )
+    .unwrap();
     writeln!(stream, "data 5\nbench").unwrap();
     for index in 0..files {
         let extension = if index % 10 == 0 { "md" } else { "txt" };
         let content = format!("# Page {index}\n");
-        writeln!(stream, "M 100644 inline dir{}/file{index}.{extension}", index / 100).unwrap();
+        writeln!(
+            stream,
+            "M 100644 inline dir{}/file{index}.{extension}",
+            index / 100
+        )
+        .unwrap();
         writeln!(stream, "data {}\n{content}", content.len()).unwrap();
     }
     drop(stream);
@@ -69,22 +82,32 @@ fn run_case(repository: &Path, include: &str) {
     let mut selected = 0;
     for _ in 0..3 {
         let started = Instant::now();
-        let selection = source::select_files(&repo, commit, "", &selector, Default::default()).unwrap();
+        let selection =
+            source::select_files(&repo, commit, "", &selector, Default::default()).unwrap();
         best = best.min(started.elapsed());
         selected = selection.files.len();
     }
     let (peak, _) = memory_kib();
-    println!("{selected} {:.1} {}", best.as_secs_f64() * 1000.0, peak.saturating_sub(start_rss));
+    println!(
+        "{selected} {:.1} {}",
+        best.as_secs_f64() * 1000.0,
+        peak.saturating_sub(start_rss)
+    );
 }
 
 fn main() {
     // A child process runs one case.
-    if let (Ok(repository), Ok(include)) = (std::env::var("TREE_BENCH_REPO"), std::env::var("TREE_BENCH_INCLUDE")) {
+    if let (Ok(repository), Ok(include)) = (
+        std::env::var("TREE_BENCH_REPO"),
+        std::env::var("TREE_BENCH_INCLUDE"),
+    ) {
         run_case(Path::new(&repository), &include);
         return;
     }
 
-    println!("| files in tree | include | files selected | time (best of 3) | peak memory above start |");
+    println!(
+        "| files in tree | include | files selected | time (best of 3) | peak memory above start |"
+    );
     println!("|---:|---|---:|---:|---:|");
     let exe = std::env::current_exe().unwrap();
     for files in [10_000, 100_000] {
@@ -96,7 +119,11 @@ fn main() {
                 .env("TREE_BENCH_INCLUDE", include)
                 .output()
                 .unwrap();
-            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
             let line = String::from_utf8(output.stdout).unwrap();
             let fields: Vec<&str> = line.split_whitespace().collect();
             println!(

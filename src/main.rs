@@ -5,15 +5,6 @@ use r2sync::cli::{self, ExitCode, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    // Like other Unix filters, stop quietly when the reader of stdout goes
-    // away (`r2sync man | head`) instead of failing on every write.
-    #[cfg(unix)]
-    // SAFETY: restoring the default action of SIGPIPE before any thread
-    // starts affects nothing else in the process.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-
     // Credentials and flag defaults may come from a .env file in the current
     // directory; variables already set win over it.
     let dotenv = dotenvy::dotenv();

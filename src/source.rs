@@ -576,11 +576,13 @@ pub fn select_files(
                 blob,
                 from_worktree: false,
             }),
-            Err(target) => selection.warnings.push(format!(
+            Err(target) => {
+                selection.warnings.push(format!(
                 "{}: symbolic link to {target} skipped; it points outside {} or to a missing file",
                 repo_path(&path),
                 if root.is_empty() { "the repository" } else { "--root" }
-            )),
+            ))
+            }
         }
     }
 
@@ -593,7 +595,12 @@ pub fn select_files(
 
 /// Follows a symbolic link, and links it points at, to a regular file of
 /// `tree`, or returns the link text it could not follow.
-fn resolve_link(repo: &Repo, tree: &git2::Tree<'_>, path: &str, link_blob: Oid) -> Result<Oid, String> {
+fn resolve_link(
+    repo: &Repo,
+    tree: &git2::Tree<'_>,
+    path: &str,
+    link_blob: Oid,
+) -> Result<Oid, String> {
     let mut current_path = path.to_string();
     let mut current_blob = link_blob;
     for _ in 0..MAX_LINK_HOPS {
@@ -603,7 +610,9 @@ fn resolve_link(repo: &Repo, tree: &git2::Tree<'_>, path: &str, link_blob: Oid) 
             .map(|blob| String::from_utf8_lossy(blob.content()).into_owned())
             .map_err(|_| format!("{current_path:?} (unreadable link)"))?;
         let target = join_link(&current_path, &text).ok_or_else(|| format!("{text:?}"))?;
-        let entry = tree.get_path(Path::new(&target)).map_err(|_| format!("{text:?}"))?;
+        let entry = tree
+            .get_path(Path::new(&target))
+            .map_err(|_| format!("{text:?}"))?;
         match (entry.kind(), entry.filemode()) {
             (Some(ObjectType::Blob), 0o120000) => {
                 current_path = target;
@@ -613,7 +622,9 @@ fn resolve_link(repo: &Repo, tree: &git2::Tree<'_>, path: &str, link_blob: Oid) 
             _ => return Err(format!("{text:?}")),
         }
     }
-    Err(format!("{path:?} (more than {MAX_LINK_HOPS} links in a chain)"))
+    Err(format!(
+        "{path:?} (more than {MAX_LINK_HOPS} links in a chain)"
+    ))
 }
 
 /// Resolves link text relative to the link's folder; `None` when it leaves

@@ -1048,6 +1048,18 @@ fn https_token_authenticates_and_stays_secret() {
         );
     }
 
+    // A git credential helper configured for the user works without the
+    // variable.
+    std::fs::write(
+        out.path().join(".gitconfig"),
+        format!("[credential]\n\thelper = \"!f() {{ echo username=helper; echo password={token}; }}; f\"\n"),
+    )
+    .unwrap();
+    let helped = run_expect(&mut plan(), 0);
+    assert!(helped.stdout.contains("\"create\": 1"), "{}", helped.stdout);
+    assert!(!helped.stderr.contains(token), "token in output");
+    std::fs::remove_file(out.path().join(".gitconfig")).unwrap();
+
     // A token inside the URL works too and is removed from the plan.
     let with_user = format!("http://user:{token}@127.0.0.1:{}/docs.git", server.port);
     let mut cmd = common::r2sync(None, out.path());

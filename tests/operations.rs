@@ -65,6 +65,28 @@ fn completions_and_man_page_come_from_the_cli() {
         assert!(pages.join(page).is_file(), "{page} missing");
     }
     let man = run_expect(common::r2sync(None, dir.path()).arg("man"), 0);
+
+    // A reader that is gone (here before the first write) ends the output
+    // quietly, with success.
+    let binary = assert_cmd::cargo::cargo_bin("r2sync");
+    let piped = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; sleep 0; '{}' man | true",
+            binary.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        piped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    assert!(
+        piped.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
     assert!(
         man.stdout.starts_with(".ie") || man.stdout.contains(".TH"),
         "{}",

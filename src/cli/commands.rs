@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde::Serialize;
 
 use super::merge::merge_file;
-use super::output::Output;
+use super::output::{write_stdout, Output};
 use super::{
     ApplyArgs, ChangeArgs, CheckArgs, Cli, Command, ExitCode, PlanArgs, PlanFormat, SyncArgs,
 };
@@ -127,7 +127,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Init(args) => super::init::run(&args),
         Command::Completions(args) => {
             let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(args.shell, &mut command, "r2sync", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut command, "r2sync", &mut script);
+            write_stdout(&String::from_utf8_lossy(&script));
             Ok(ExitCode::Success)
         }
         Command::Man(args) => {
@@ -142,12 +144,16 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                         })?;
                     eprintln!("Wrote manual pages to {}", dir.display());
                 }
-                None => clap_mangen::Man::new(command)
-                    .render(&mut std::io::stdout())
-                    .map_err(|source| CliError::Write {
-                        path: "stdout".into(),
-                        source,
-                    })?,
+                None => {
+                    let mut page = Vec::new();
+                    clap_mangen::Man::new(command)
+                        .render(&mut page)
+                        .map_err(|source| CliError::Write {
+                            path: "stdout".into(),
+                            source,
+                        })?;
+                    write_stdout(&String::from_utf8_lossy(&page));
+                }
             }
             Ok(ExitCode::Success)
         }
@@ -454,8 +460,8 @@ async fn plan_command(
     };
     match format {
         PlanFormat::Json => print_json(&plan),
-        PlanFormat::Markdown => print!("{}", plan::render_markdown(&plan)),
-        PlanFormat::Text => print!("{}", plan::render(&plan, output.color())),
+        PlanFormat::Markdown => write_stdout(&plan::render_markdown(&plan)),
+        PlanFormat::Text => write_stdout(&plan::render(&plan, output.color())),
     }
 
     if args.detailed_exitcode && plan.has_changes() {
@@ -508,7 +514,7 @@ async fn apply_command(
     // when it was made.
     if args.plan_file.is_none() {
         if !args.json && !output.quiet() {
-            print!("{}", plan::render(&plan, output.color()));
+            write_stdout(&plan::render(&plan, output.color()));
         }
         if !args.yes && plan.has_changes() {
             confirm()?;
@@ -917,15 +923,15 @@ async fn check_command(
             plan.summary.unchanged
         ));
     } else {
-        println!(
-            "Drift: {} differs from {} in {} {}:",
+        write_stdout(&format!(
+            "Drift: {} differs from {} in {} {}:\n",
             plan.settings.target,
             plan::short_commit(&plan.source.commit),
             drift.len(),
             if drift.len() == 1 { "key" } else { "keys" }
-        );
+        ));
         for item in &drift {
-            println!("  {}: {}", item.key, item.problem);
+            write_stdout(&format!("  {}: {}\n", item.key, item.problem));
         }
         output.status("Run `r2sync apply --verify` with the same options to repair it.");
     }
@@ -939,5 +945,5 @@ async fn check_command(
 
 fn print_json(value: &impl Serialize) {
     let json = serde_json::to_string_pretty(value).expect("output serializes");
-    println!("{json}");
+    write_stdout(&format!("{json}\n"));
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::commands::CliError;
+use super::output::write_stdout;
 use super::{DoctorArgs, ExitCode};
 use crate::config::{Credentials, Target, TargetKind};
 use crate::manifest::content_type_headers;
@@ -68,16 +69,16 @@ pub async fn run(args: &DoctorArgs) -> Result<ExitCode, CliError> {
             "endpoint": credentials.endpoint,
             "checks": checks,
         });
-        println!(
-            "{}",
+        write_stdout(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&json).expect("doctor output serializes")
-        );
+        ));
     } else {
-        println!(
-            "Target {} (endpoint {})",
+        write_stdout(&format!(
+            "Target {} (endpoint {})\n",
             target,
             credentials.endpoint.as_deref().unwrap_or("local directory")
-        );
+        ));
         for check in &checks {
             let status = match check.status {
                 Status::Ok => "ok",
@@ -85,7 +86,10 @@ pub async fn run(args: &DoctorArgs) -> Result<ExitCode, CliError> {
                 Status::Failed => "FAILED",
                 Status::Skipped => "skipped",
             };
-            println!("  {:<34} {:<8} {}", check.name, status, check.detail);
+            write_stdout(&format!(
+                "  {:<34} {:<8} {}\n",
+                check.name, status, check.detail
+            ));
         }
     }
 

@@ -5,6 +5,21 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// Writes data to stdout. A reader that went away (`r2sync man | head`)
+/// ends the output quietly instead of failing the command.
+pub fn write_stdout(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(err) => eprintln!("error: cannot write to stdout: {err}"),
+    }
+}
+
 /// Work smaller than this shows no progress bar.
 const PROGRESS_MIN_ITEMS: u64 = 50;
 
