@@ -2,7 +2,7 @@
 //! prints, applies or reports drift.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -10,9 +10,7 @@ use serde::Serialize;
 
 use super::merge::merge_file;
 use super::output::{write_stdout, Output};
-use super::{
-    ApplyArgs, ChangeArgs, CheckArgs, Cli, Command, ExitCode, PlanArgs, PlanFormat, SyncArgs,
-};
+use super::{ApplyArgs, ChangeArgs, Cli, Command, ExitCode, PlanArgs, PlanFormat, SyncArgs};
 use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport};
 use crate::config::{self, ConfigError, Credentials, FileConfig, Settings, Target, TargetKind};
 use crate::manifest::{self, DesiredOptions, DesiredState, ManifestError};
@@ -87,7 +85,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             // which decides what the configuration file contributes.
             if let Some(path) = &args.plan_file {
                 if !explicit.iter().any(|id| id == "target_name") {
-                    if let Ok(saved) = read_plan(path) {
+                    if let Ok(saved) = super::saved_plan::read_plan(path) {
                         args.sync.target_name = saved.settings.target_name;
                     }
                 }
@@ -117,7 +115,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let file = FileConfig::load(args.sync.config.as_deref())?;
             merge_file(&mut args.sync, None, &file, &explicit)?;
             let output = Output::new(cli.quiet, cli.no_progress, args.json, json_logs);
-            runtime.block_on(check_command(&args, &file, &output))
+            runtime.block_on(super::check::check_command(&args, &file, &output))
         }
         Command::Doctor(mut args) => {
             let file = FileConfig::load(args.sync.config.as_deref())?;
@@ -161,19 +159,19 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
 }
 
 /// Source, target and both states, ready for planning.
-struct Prepared {
-    settings: Settings,
-    source: PlanSource,
-    desired: DesiredState,
-    remote: Remote,
-    actual: ActualState,
-    concurrency: usize,
+pub(super) struct Prepared {
+    pub(super) settings: Settings,
+    pub(super) source: PlanSource,
+    pub(super) desired: DesiredState,
+    pub(super) remote: Remote,
+    pub(super) actual: ActualState,
+    pub(super) concurrency: usize,
 }
 
 /// Resolves settings from the arguments (already layered over the
 /// configuration file) and the file's rules and front matter mapping.
 /// `check` passes no change options and gets the defaults.
-fn resolve_settings(
+pub(super) fn resolve_settings(
     args: &SyncArgs,
     change: Option<&ChangeArgs>,
     file: &FileConfig,
@@ -251,18 +249,18 @@ fn resolve_settings(
 
 /// How `prepare` reads the source and the bucket.
 #[derive(Clone, Copy, Default)]
-struct Reading<'a> {
+pub(super) struct Reading<'a> {
     /// Commit to read instead of resolving `--ref` (a saved plan's).
-    commit: Option<&'a str>,
+    pub(super) commit: Option<&'a str>,
     /// Create a missing local target directory (apply).
-    create_target: bool,
+    pub(super) create_target: bool,
     /// Compute every object's fingerprint from what it has (check).
-    verify: bool,
+    pub(super) verify: bool,
 }
 
 /// Reads the commit into the desired state and the bucket into the actual
 /// state.
-async fn prepare(
+pub(super) async fn prepare(
     args: &SyncArgs,
     change: Option<&ChangeArgs>,
     file: &FileConfig,
@@ -396,7 +394,11 @@ async fn prepare(
 }
 
 /// Compares the states and wraps the result into a plan document.
-fn make_plan(prepared: &Prepared, max_deletes: usize, adopt: bool) -> Result<Plan, CliError> {
+pub(super) fn make_plan(
+    prepared: &Prepared,
+    max_deletes: usize,
+    adopt: bool,
+) -> Result<Plan, CliError> {
     let created_at = Utc::now();
     let options = PlanOptions {
         delete_mode: prepared.settings.delete_mode,
@@ -478,7 +480,7 @@ async fn apply_command(
 ) -> Result<ExitCode, CliError> {
     // Plan now, or load a saved plan and prove it still holds.
     let (prepared, plan) = match &args.plan_file {
-        Some(path) => load_saved_plan(path, args, file, given, output).await?,
+        Some(path) => super::saved_plan::load_saved_plan(path, args, file, given, output).await?,
         None => {
             let prepared = prepare(
                 &args.sync,
@@ -639,311 +641,7 @@ fn confirm() -> Result<(), CliError> {
     }
 }
 
-/// Loads a saved plan and checks that the source commit, the settings and
-/// the remote state of every key it touches are as they were. Options not
-/// given on the command line, through the environment or by the
-/// configuration file come from the plan.
-async fn load_saved_plan(
-    path: &Path,
-    args: &ApplyArgs,
-    file: &FileConfig,
-    given: &[String],
-    output: &Output,
-) -> Result<(Prepared, Plan), CliError> {
-    let plan_error = |message: String| CliError::PlanFile {
-        path: path.to_path_buf(),
-        message,
-    };
-    let plan = read_plan(path)?;
-    if plan.format != plan::PLAN_FORMAT || plan.version != plan::PLAN_VERSION {
-        return Err(plan_error(format!(
-            "format {:?} version {} is not a plan this r2sync reads ({} version {})",
-            plan.format,
-            plan.version,
-            plan::PLAN_FORMAT,
-            plan::PLAN_VERSION
-        )));
-    }
-
-    // Settings first: they decide what the source and remote mean.
-    let (sync, change) = settings_from_plan(&plan, args, given);
-    let file = &file_for_plan(&plan, file);
-    let (settings, _, _) = resolve_settings(&sync, Some(&change), file)?;
-    let mut reasons: Vec<String> = plan
-        .settings
-        .differences(&settings)
-        .into_iter()
-        .map(|difference| format!("configuration changed: {difference}"))
-        .collect();
-    if plan.source.reference != sync.reference {
-        reasons.push(format!(
-            "configuration changed: ref: {:?} -> {:?}",
-            plan.source.reference, sync.reference
-        ));
-    }
-    if !reasons.is_empty() {
-        return Err(CliError::StalePlan { reasons });
-    }
-
-    // The ref must still point at the planned commit. A work tree plan has
-    // no commit; its documents are checked by their hashes below.
-    let cache_dir = sync
-        .cache_dir
-        .clone()
-        .unwrap_or_else(source::default_cache_dir);
-    let repo = source::open(&sync.repo, &cache_dir)?;
-    if !plan.source.worktree {
-        let current = source::resolve_commit(&repo, &plan.source.reference)?.to_string();
-        if current != plan.source.commit {
-            return Err(CliError::StalePlan {
-                reasons: vec![format!(
-                    "source moved: {} was {} when planned, now {}",
-                    plan.source.reference,
-                    plan::short_commit(&plan.source.commit),
-                    plan::short_commit(&current)
-                )],
-            });
-        }
-    }
-    drop(repo);
-
-    // Every key the plan touches must be as the plan saw it.
-    let reading = Reading {
-        commit: Some(&plan.source.commit),
-        create_target: true,
-        verify: false,
-    };
-    let prepared = prepare(&sync, Some(&change), file, output, reading).await?;
-    for change in &plan.changes {
-        let now = prepared
-            .actual
-            .objects
-            .get(&change.key)
-            .and_then(|object| object.etag.clone());
-        let existed = prepared.actual.objects.contains_key(&change.key);
-        let planned_absent = change.action == plan::Action::Create;
-        if planned_absent && existed {
-            reasons.push(format!(
-                "remote changed: {} was created since the plan was made",
-                change.key
-            ));
-        } else if !planned_absent && !existed {
-            reasons.push(format!(
-                "remote changed: {} was removed since the plan was made",
-                change.key
-            ));
-        } else if !planned_absent && now != change.remote_etag {
-            reasons.push(format!(
-                "remote changed: {} (ETag {} when planned, now {})",
-                change.key,
-                change.remote_etag.as_deref().unwrap_or("none"),
-                now.as_deref().unwrap_or("none")
-            ));
-        }
-    }
-    if !reasons.is_empty() {
-        return Err(CliError::StalePlan { reasons });
-    }
-    output.status(format!(
-        "Saved plan {} is still valid. {}",
-        path.display(),
-        plan::summary_line(&plan.summary)
-    ));
-    Ok((prepared, plan))
-}
-
-/// Reads a saved plan file.
-fn read_plan(path: &Path) -> Result<Plan, CliError> {
-    let plan_error = |message: String| CliError::PlanFile {
-        path: path.to_path_buf(),
-        message,
-    };
-    let bytes = std::fs::read(path).map_err(|err| plan_error(err.to_string()))?;
-    serde_json::from_slice(&bytes).map_err(|err| plan_error(err.to_string()))
-}
-
-/// Fills every option that was not given explicitly from the saved plan.
-fn settings_from_plan(plan: &Plan, args: &ApplyArgs, given: &[String]) -> (SyncArgs, ChangeArgs) {
-    let given = |id: &str| given.iter().any(|explicit| explicit == id);
-    let mut sync = args.sync.clone();
-    let mut change = args.change.clone();
-    let saved = &plan.settings;
-
-    if !given("repo") {
-        sync.repo = saved.repo.clone();
-    }
-    if !given("reference") {
-        sync.reference = plan.source.reference.clone();
-    }
-    if !given("root") {
-        sync.root = saved.root.clone();
-    }
-    if !given("include") {
-        sync.include = saved.include.clone();
-    }
-    if !given("exclude") {
-        sync.exclude = saved.exclude.clone();
-    }
-    if !given("target") {
-        sync.target = saved.target.clone();
-    }
-    if !given("endpoint") {
-        sync.endpoint = saved.endpoint.clone();
-    }
-    if !given("front_matter") {
-        sync.front_matter = saved.front_matter;
-    }
-    if !given("delete_mode") {
-        change.delete_mode = saved.delete_mode;
-    }
-    if !given("archive_prefix") {
-        change.archive_prefix = saved.archive_prefix.clone();
-    }
-    if !given("catalog") {
-        sync.catalog = saved.catalog.clone();
-    }
-    if !given("skip_drafts") {
-        sync.skip_drafts = saved.skip_drafts;
-    }
-    if !given("skip_invalid_paths") {
-        sync.skip_invalid_paths = saved.skip_invalid_paths;
-    }
-    if !given("skip_lfs") {
-        sync.skip_lfs = saved.skip_lfs;
-    }
-    if !given("worktree") {
-        sync.worktree = plan.source.worktree;
-    }
-    if !given("fallback_encoding") {
-        sync.fallback_encoding = saved.fallback_encoding.clone();
-    }
-    if !given("max_document_size") {
-        sync.max_document_size = Some(saved.max_document_size);
-    }
-    if !given("max_metadata_bytes") {
-        sync.max_metadata_bytes = Some(saved.max_metadata_bytes);
-    }
-    (sync, change)
-}
-
-/// The configuration file to apply a saved plan with: the file itself when
-/// one was found (so that a changed file is noticed), else the plan's rules
-/// and front matter mapping.
-fn file_for_plan(plan: &Plan, file: &FileConfig) -> FileConfig {
-    if file.source.is_some() {
-        return file.clone();
-    }
-    FileConfig {
-        rules: plan.settings.rules.clone(),
-        front_matter: config::FrontMatterConfig {
-            mode: None,
-            metadata: plan.settings.front_matter_metadata.clone(),
-        },
-        ..Default::default()
-    }
-}
-
-/// One difference between the bucket and the commit, as `check` reports it.
-#[derive(Serialize)]
-struct Drift<'a> {
-    key: &'a str,
-    problem: String,
-}
-
-#[derive(Serialize)]
-struct CheckResult<'a> {
-    format: &'static str,
-    version: u32,
-    commit: &'a str,
-    target: &'a str,
-    in_sync: bool,
-    drift: Vec<Drift<'a>>,
-}
-
-async fn check_command(
-    args: &CheckArgs,
-    file: &FileConfig,
-    output: &Output,
-) -> Result<ExitCode, CliError> {
-    let reading = Reading {
-        verify: true,
-        ..Default::default()
-    };
-    let prepared = prepare(&args.sync, None, file, output, reading).await?;
-    // Drift is reported whatever its size, and a foreign object in a
-    // desired key is drift too.
-    let plan = make_plan(&prepared, usize::MAX, true)?;
-
-    let drift: Vec<Drift> = plan
-        .changes
-        .iter()
-        .map(|change| Drift {
-            key: &change.key,
-            problem: match change.action {
-                plan::Action::Create => "missing from the bucket".to_string(),
-                plan::Action::Update if change.reason == Some(plan::Reason::Adopt) => {
-                    "exists but was not written by r2sync (apply needs --adopt to replace it)"
-                        .to_string()
-                }
-                plan::Action::Update => format!(
-                    "differs from the commit ({})",
-                    change
-                        .reason
-                        .map(|reason| reason.to_string())
-                        .unwrap_or_default()
-                ),
-                plan::Action::Archive | plan::Action::Delete => {
-                    "in the bucket but not in the commit".to_string()
-                }
-            },
-        })
-        .collect();
-    let in_sync = drift.is_empty();
-    tracing::info!(
-        event = "summary",
-        in_sync,
-        drift = drift.len(),
-        "check finished"
-    );
-
-    if args.json {
-        print_json(&CheckResult {
-            format: "r2sync-check",
-            version: 1,
-            commit: &plan.source.commit,
-            target: &plan.settings.target,
-            in_sync,
-            drift,
-        });
-    } else if in_sync {
-        output.status(format!(
-            "In sync: {} matches {} ({} objects).",
-            plan.settings.target,
-            plan::short_commit(&plan.source.commit),
-            plan.summary.unchanged
-        ));
-    } else {
-        write_stdout(&format!(
-            "Drift: {} differs from {} in {} {}:\n",
-            plan.settings.target,
-            plan::short_commit(&plan.source.commit),
-            drift.len(),
-            if drift.len() == 1 { "key" } else { "keys" }
-        ));
-        for item in &drift {
-            write_stdout(&format!("  {}: {}\n", item.key, item.problem));
-        }
-        output.status("Run `r2sync apply --verify` with the same options to repair it.");
-    }
-
-    Ok(if in_sync {
-        ExitCode::Success
-    } else {
-        ExitCode::Changes
-    })
-}
-
-fn print_json(value: &impl Serialize) {
+pub(super) fn print_json(value: &impl Serialize) {
     let json = serde_json::to_string_pretty(value).expect("output serializes");
     write_stdout(&format!("{json}\n"));
 }

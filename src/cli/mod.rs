@@ -1,10 +1,12 @@
 //! Command-line interface: argument definitions and the commands.
 
+mod check;
 mod commands;
 mod doctor;
 mod init;
 mod merge;
 mod output;
+mod saved_plan;
 
 use std::path::PathBuf;
 
