@@ -22,7 +22,7 @@ pub enum SourceError {
     Bundle { path: String, message: String },
     #[error("cannot fetch {url}: authentication failed (tried: {tried}); for HTTPS set R2SYNC_GIT_TOKEN (and R2SYNC_GIT_USERNAME if the server needs a user) or configure a git credential helper, for SSH set R2SYNC_SSH_KEY or load the key into ssh-agent")]
     Auth { url: String, tried: String },
-    #[error("cannot fetch {url}: {}", source.message())]
+    #[error("cannot fetch {url}: {}{}", source.message(), fetch_hint(source))]
     Fetch { url: String, source: git2::Error },
     #[error("cannot resolve ref {reference:?} in {repo}: {}; pass a branch, tag or commit id with --ref", source.message())]
     Ref {
@@ -54,6 +54,15 @@ pub enum SourceError {
         context: String,
         source: std::io::Error,
     },
+}
+
+/// Returns advice for a failed fetch, when there is a known fix.
+fn fetch_hint(error: &git2::Error) -> &'static str {
+    if error.message().contains("hostkey") {
+        "; add the server's key to ~/.ssh/known_hosts, for example with `ssh-keyscan -p PORT HOST >> ~/.ssh/known_hosts`"
+    } else {
+        ""
+    }
 }
 
 /// Returns the fix for a repository that cannot be opened.
