@@ -52,7 +52,7 @@ fn start_sshd(dir: &Path) -> SshServer {
         dir = dir.display()
     );
     std::fs::write(dir.join("sshd_config"), config).unwrap();
-    let child = Command::new(SSHD)
+    let mut child = Command::new(SSHD)
         .args(["-D", "-e", "-f"])
         .arg(dir.join("sshd_config"))
         .stderr(Stdio::null())
@@ -66,6 +66,8 @@ fn start_sshd(dir: &Path) -> SshServer {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("sshd did not start on port {port}");
 }
 
