@@ -938,6 +938,12 @@ struct GitHttpServer {
 
 impl GitHttpServer {
     fn start(root: &std::path::Path, token: &str) -> Self {
+        Self::start_with(root, token, &[])
+    }
+
+    /// Starts the server; `tls` is empty for HTTP or holds a certificate
+    /// and key file for HTTPS.
+    fn start_with(root: &std::path::Path, token: &str, tls: &[&std::path::Path]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -950,6 +956,7 @@ impl GitHttpServer {
             .arg(root)
             .arg(port.to_string())
             .arg(token)
+            .args(tls)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -1094,4 +1101,68 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+#[test]
+fn https_remote_with_a_trusted_certificate() {
+    let repo = GitRepo::new();
+    repo.write("a.md", "# Over TLS\n");
+    repo.commit("first");
+    let served = tempfile::tempdir().unwrap();
+    repo.git(&[
+        "clone",
+        "-q",
+        "--bare",
+        ".",
+        served.path().join("docs.git").to_str().unwrap(),
+    ]);
+
+    // A self-signed certificate for 127.0.0.1, trusted through SSL_CERT_FILE.
+    let cert = served.path().join("cert.pem");
+    let key = served.path().join("key.pem");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let token = "tls-token-55aa";
+    let server = GitHttpServer::start_with(served.path(), token, &[&cert, &key]);
+    let url = format!("https://127.0.0.1:{}/docs.git", server.port);
+    let out = tempfile::tempdir().unwrap();
+    let target = format!("file://{}", out.path().join("bucket").display());
+    let plan = |cache: &str| {
+        let mut cmd = common::r2sync(None, out.path());
+        cmd.args(["plan", "--repo", &url, "--target", &target, "--cache-dir"])
+            .arg(out.path().join(cache))
+            .env("R2SYNC_GIT_TOKEN", token)
+            .env("HOME", out.path());
+        cmd
+    };
+
+    let trusted = run_expect(plan("trusted").env("SSL_CERT_FILE", &cert), 0);
+    assert!(trusted.stdout.contains("+ a.md"), "{}", trusted.stdout);
+
+    // Without trusting the certificate the fetch fails.
+    let untrusted = run_expect(plan("untrusted").env("SSL_CERT_FILE", "/dev/null"), 1);
+    assert!(
+        untrusted.stderr.contains("cannot fetch"),
+        "{}",
+        untrusted.stderr
+    );
 }

@@ -2,13 +2,15 @@
 through `git http-backend` on 127.0.0.1:PORT and requires HTTP Basic
 authentication with the token given (any user name).
 
-Usage: python3 git_http.py ROOT PORT TOKEN
-Prints "ready" on stdout once it listens. Started and stopped by the tests.
+Usage: python3 git_http.py ROOT PORT TOKEN [CERT KEY]
+With CERT and KEY (PEM files) it serves HTTPS. Prints "ready" on stdout
+once it listens. Started and stopped by the tests.
 """
 
 import base64
 import http.server
 import os
+import ssl
 import subprocess
 import sys
 
@@ -75,5 +77,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 if __name__ == "__main__":
     ROOT, PORT, TOKEN = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     server = http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
+    if len(sys.argv) == 6:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(sys.argv[4], sys.argv[5])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print("ready", flush=True)
     server.serve_forever()
