@@ -46,7 +46,7 @@ pub enum ConfigError {
     File { path: PathBuf, message: String },
 }
 
-/// Where objects go.
+/// The kind of destination.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetKind {
     /// Cloudflare R2 through its S3 API.
@@ -221,14 +221,17 @@ impl Credentials {
         endpoint_flag: Option<&str>,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        Self::resolve_in(target, endpoint_flag, None, lookup)
+        Self::resolve_in(target, endpoint_flag, None, None, lookup)
     }
 
-    /// Like [`Credentials::resolve`], for an R2 account in a jurisdiction.
+    /// Like [`Credentials::resolve`], for an R2 account in a jurisdiction,
+    /// and with `--region` winning over the environment for S3 targets (R2
+    /// always signs for `auto`).
     pub fn resolve_in(
         target: &Target,
         endpoint_flag: Option<&str>,
         jurisdiction: Option<Jurisdiction>,
+        region_flag: Option<&str>,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         if let TargetKind::Local { .. } = target.kind {
@@ -266,7 +269,9 @@ impl Credentials {
                 let endpoint = endpoint_flag
                     .map(str::to_string)
                     .or_else(|| first_env(&["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"], lookup));
-                let region = first_env(&["AWS_REGION", "AWS_DEFAULT_REGION"], lookup)
+                let region = region_flag
+                    .map(str::to_string)
+                    .or_else(|| first_env(&["AWS_REGION", "AWS_DEFAULT_REGION"], lookup))
                     .unwrap_or_else(|| "us-east-1".to_string());
                 (endpoint, region)
             }
@@ -321,7 +326,7 @@ impl Credentials {
     }
 }
 
-/// What happens to a managed object whose source file is gone.
+/// The treatment of a managed object whose source file is gone.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum DeleteMode {
@@ -557,7 +562,7 @@ impl Settings {
         }
     }
 
-    /// A blake3 hash of the settings, to tell at a glance whether two match.
+    /// Returns a blake3 hash of the settings, to tell at a glance whether two match.
     pub fn fingerprint(&self) -> String {
         let json = serde_json::to_vec(self).expect("settings serialize");
         blake3::hash(&json).to_hex().to_string()
@@ -700,13 +705,15 @@ mod tests {
             ("R2_ACCESS_KEY_ID", "id"),
             ("R2_SECRET_ACCESS_KEY", "secret"),
         ]);
-        let eu = Credentials::resolve_in(&target, None, Some(Jurisdiction::Eu), &lookup).unwrap();
+        let eu =
+            Credentials::resolve_in(&target, None, Some(Jurisdiction::Eu), None, &lookup).unwrap();
         assert_eq!(
             eu.endpoint.as_deref(),
             Some("https://abc123.eu.r2.cloudflarestorage.com")
         );
         let fedramp =
-            Credentials::resolve_in(&target, None, Some(Jurisdiction::Fedramp), &lookup).unwrap();
+            Credentials::resolve_in(&target, None, Some(Jurisdiction::Fedramp), None, &lookup)
+                .unwrap();
         assert_eq!(
             fedramp.endpoint.as_deref(),
             Some("https://abc123.fedramp.r2.cloudflarestorage.com")

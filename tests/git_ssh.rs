@@ -40,11 +40,7 @@ fn start_sshd(dir: &Path) -> SshServer {
     std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys")).unwrap();
     std::fs::create_dir_all("/run/sshd").ok();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let config = format!(
         "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nAuthorizedKeysFile {dir}/authorized_keys\n\
          PidFile {dir}/sshd.pid\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\

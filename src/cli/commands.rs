@@ -168,6 +168,30 @@ pub(super) struct Prepared {
     pub(super) concurrency: usize,
 }
 
+/// Resolves endpoint, region and keys for `target` from the options and
+/// the environment.
+pub(super) fn resolve_credentials(
+    args: &SyncArgs,
+    target: &Target,
+) -> Result<Credentials, CliError> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    Ok(Credentials::resolve_in(
+        target,
+        args.endpoint.as_deref(),
+        args.jurisdiction,
+        args.region.as_deref(),
+        &lookup,
+    )?)
+}
+
+/// Timeouts and retries for requests, from the options.
+pub(super) fn request_policy(args: &SyncArgs) -> RequestPolicy {
+    RequestPolicy {
+        retries: args.retries,
+        timeout: Duration::from_secs(args.timeout.max(1)),
+    }
+}
+
 /// Resolves settings from the arguments (already layered over the
 /// configuration file) and the file's rules and front matter mapping.
 /// `check` passes no change options and gets the defaults.
@@ -177,16 +201,7 @@ pub(super) fn resolve_settings(
     file: &FileConfig,
 ) -> Result<(Settings, Target, Credentials), CliError> {
     let target = Target::parse(&args.target)?;
-    let lookup = |name: &str| std::env::var(name).ok();
-    let mut credentials = Credentials::resolve_in(
-        &target,
-        args.endpoint.as_deref(),
-        args.jurisdiction,
-        &lookup,
-    )?;
-    if let (Some(region), false) = (&args.region, matches!(target.kind, TargetKind::R2 { .. })) {
-        credentials.region = region.clone();
-    }
+    let credentials = resolve_credentials(args, &target)?;
     let include = if args.include.is_empty() {
         source::DEFAULT_INCLUDE
             .iter()
@@ -247,7 +262,7 @@ pub(super) fn resolve_settings(
     Ok((settings, target, credentials))
 }
 
-/// How `prepare` reads the source and the bucket.
+/// Options of how `prepare` reads the source and the bucket.
 #[derive(Clone, Copy, Default)]
 pub(super) struct Reading<'a> {
     /// Commit to read instead of resolving `--ref` (a saved plan's).
@@ -360,10 +375,7 @@ pub(super) async fn prepare(
     );
 
     // Actual state, from the listing, the manifest and metadata.
-    let policy = RequestPolicy {
-        retries: args.retries,
-        timeout: Duration::from_secs(args.timeout.max(1)),
-    };
+    let policy = request_policy(args);
     let remote = Remote::connect(&target, &credentials, &policy, create_target)?;
     if let Some(note) = remote.note() {
         output.status(note);

@@ -2,16 +2,15 @@
 //! makes, under `PREFIX/.r2sync/doctor/`, and removes its probes afterwards.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::Serialize;
 
-use super::commands::CliError;
+use super::commands::{request_policy, resolve_credentials, CliError};
 use super::output::write_stdout;
 use super::{DoctorArgs, ExitCode};
-use crate::config::{Credentials, Target, TargetKind};
+use crate::config::Target;
 use crate::manifest::content_type_headers;
-use crate::remote::{Condition, Remote, RemoteError, RequestPolicy};
+use crate::remote::{Condition, Remote, RemoteError};
 
 /// Outcome of one check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -37,23 +36,8 @@ const AWKWARD_NAME: &str = "a b+c%41 é.md";
 
 pub async fn run(args: &DoctorArgs) -> Result<ExitCode, CliError> {
     let target = Target::parse(&args.sync.target)?;
-    let lookup = |name: &str| std::env::var(name).ok();
-    let mut credentials = Credentials::resolve_in(
-        &target,
-        args.sync.endpoint.as_deref(),
-        args.sync.jurisdiction,
-        &lookup,
-    )?;
-    if let (Some(region), false) = (
-        &args.sync.region,
-        matches!(target.kind, TargetKind::R2 { .. }),
-    ) {
-        credentials.region = region.clone();
-    }
-    let policy = RequestPolicy {
-        retries: args.sync.retries,
-        timeout: Duration::from_secs(args.sync.timeout.max(1)),
-    };
+    let credentials = resolve_credentials(&args.sync, &target)?;
+    let policy = request_policy(&args.sync);
     let remote = Remote::connect(&target, &credentials, &policy, true)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     let base = format!("{}/doctor/{stamp}", remote.internal_prefix());
@@ -278,8 +262,8 @@ async fn verify_put(
     ))
 }
 
-/// A rejected conditional write is what r2sync needs; an accepted one means
-/// the server ignores the header.
+/// Grades a conditional write: a rejection is what r2sync needs, and an
+/// accepted write means the server ignores the header.
 fn conditional_result(
     result: Result<Option<String>, RemoteError>,
     header: &str,

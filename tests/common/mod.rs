@@ -461,6 +461,16 @@ pub fn default_include() -> Vec<String> {
         .collect()
 }
 
+/// Returns a TCP port on 127.0.0.1 that was free a moment ago, for a test
+/// server to listen on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
