@@ -54,7 +54,7 @@ impl WriteCounts {
     }
 }
 
-/// What an apply did.
+/// The outcome of an apply.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ApplyReport {
     pub created: usize,

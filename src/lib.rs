@@ -5,7 +5,7 @@
 //! [`source`] reads a commit through git2, [`markdown`] normalizes each
 //! document, [`manifest`] builds the desired state, [`remote`] reads the
 //! actual state from the bucket, [`plan`] compares the two without I/O, and
-//! [`apply`] executes the plan. [`rules`] holds the per-path rules of the
+//! [`apply`] executes the plan. [`rules`] contains the per-path rules of the
 //! configuration file; [`config`] and [`cli`] sit at the edge.
 
 pub mod apply;

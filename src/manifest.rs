@@ -34,7 +34,7 @@ pub const META_PREFIX: &str = "r2sync-prefix";
 /// (names plus values). R2 allows 8 KiB.
 pub const DEFAULT_MAX_METADATA_BYTES: usize = 2048;
 
-/// Longest title and description kept in metadata, in bytes before
+/// Maximum title and description length kept in metadata, in bytes before
 /// encoding, so that the default limit leaves room for mapped fields.
 const MAX_TITLE_BYTES: usize = 512;
 const MAX_DESCRIPTION_BYTES: usize = 256;
@@ -165,7 +165,7 @@ pub struct DesiredOptions {
     pub rules: Rules,
     /// Front matter field name to user metadata name.
     pub front_matter_metadata: BTreeMap<String, String>,
-    /// Leave out documents whose front matter says `draft: true`.
+    /// Leave out documents whose front matter sets `draft: true`.
     pub skip_drafts: bool,
     /// Limit of user metadata per object, names plus values as sent, in bytes.
     pub max_metadata_bytes: usize,
@@ -200,7 +200,7 @@ pub struct DesiredState {
     pub objects: BTreeMap<String, DesiredObject>,
     /// Problems in documents that did not stop the build.
     pub warnings: Vec<String>,
-    /// Source paths left out because their front matter says `draft: true`.
+    /// Source paths left out because their front matter sets `draft: true`.
     pub skipped_drafts: Vec<String>,
 }
 
@@ -545,7 +545,7 @@ struct CatalogLine {
     body_hash: String,
 }
 
-/// The catalog object: one JSON line per document, in key order.
+/// Builds the catalog object: one JSON line per document, in key order.
 fn catalog_object(key: String, prefix: &str, mut lines: Vec<CatalogLine>) -> DesiredObject {
     lines.sort_by(|a, b| a.key.cmp(&b.key));
     let mut body = Vec::new();
@@ -566,7 +566,7 @@ fn catalog_object(key: String, prefix: &str, mut lines: Vec<CatalogLine>) -> Des
     )
 }
 
-/// The value of the prefix metadata for a target prefix.
+/// Returns the value of the prefix metadata for a target prefix.
 pub fn prefix_metadata(prefix: &str) -> String {
     format!("/{prefix}")
 }

@@ -16,7 +16,7 @@ pub const RULE_HEADERS: &[&str] = &[
     "content-language",
 ];
 
-/// How a source path becomes a key. In the configuration file it is
+/// The key mapping of a source path. In the configuration file it is
 /// `"keep"`, `"drop"`, or the new extension such as `".html"`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -75,7 +75,7 @@ pub struct RuleSpec {
     pub index_to_directory: Option<bool>,
 }
 
-/// What the rules decide for one path.
+/// The rules' result for one path.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resolved {
     /// Headers by lowercase name.

@@ -515,7 +515,7 @@ fn check_reports_drift_by_key() {
             server.name,
             result.stdout
         );
-        // The ETag did not change, so only a verifying apply sees it.
+        // The ETag did not change, so only a verifying apply detects it.
         let repaired = fx.apply_json(&["--verify"]);
         assert_eq!(repaired["updated"], 1, "{}: {repaired}", server.name);
         run_expect(&mut fx.cmd("check", &[]), 0);

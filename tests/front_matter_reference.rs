@@ -1,7 +1,7 @@
 //! Differential test: r2sync's front matter split and values against
 //! python-frontmatter (PyYAML and the toml package) on every document of
 //! the real corpora. Differences that are expected are listed, with the
-//! reason for each, in docs/front-matter.md; this test knows the same list.
+//! reason for each, in docs/front-matter.md. This test allows the same list.
 
 mod common;
 

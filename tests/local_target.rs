@@ -941,14 +941,10 @@ impl GitHttpServer {
         Self::start_with(root, token, &[])
     }
 
-    /// Starts the server; `tls` is empty for HTTP or holds a certificate
-    /// and key file for HTTPS.
+    /// Starts the server. `tls` is empty for HTTP, or contains a
+    /// certificate and key file for HTTPS.
     fn start_with(root: &std::path::Path, token: &str, tls: &[&std::path::Path]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::free_port();
         let script =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers/git_http.py");
         let mut child = std::process::Command::new("python3")
@@ -1089,7 +1085,7 @@ fn https_token_authenticates_and_stays_secret() {
     );
 }
 
-/// Every file below `dir`.
+/// Lists every file below `dir`.
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {

@@ -1,4 +1,4 @@
-//! Where output goes: data on stdout, status and progress on stderr.
+//! Output streams: data on stdout, status and progress on stderr.
 
 use std::io::IsTerminal;
 use std::time::Duration;

@@ -112,9 +112,9 @@ fn collapse_spaces(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Counts words: each CJK character (Han, Hiragana, Katakana, Hangul
+/// Counts words. Each CJK character (Han, Hiragana, Katakana, Hangul
 /// syllables) is one word, because those scripts do not separate words
-/// with spaces; in other scripts a word is a run that Unicode word
+/// with spaces. In other scripts a word is a run that Unicode word
 /// segmentation (UAX #29) marks as a word.
 pub fn count_words(text: &str) -> usize {
     text.unicode_words()

@@ -95,9 +95,9 @@ pub fn manifest_key(remote: &Remote) -> String {
 /// Reads the listing and the manifest, then resolves the keys the manifest
 /// does not vouch for with up to `concurrency` HEAD requests at a time.
 ///
-/// With `verify` (used by `check`), every object is read with HEAD and its
+/// With `verify` (used by `check`), every object is read with HEAD, and its
 /// fingerprint is computed from the headers and metadata it actually has,
-/// not from the fingerprint it claims; bodies are hashed with a GET unless
+/// not from the fingerprint it claims. Bodies are hashed with a GET unless
 /// the manifest recorded the object with the same ETag and size.
 pub async fn read_actual(
     remote: &Remote,

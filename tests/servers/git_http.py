@@ -35,7 +35,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             return
 
-        # Run git http-backend as a CGI program and relay its answer.
+        # Run git http-backend as a CGI program and relay its response.
         path, _, query = self.path.partition("?")
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
