@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -17,6 +18,10 @@ use crate::remote::{Condition, Remote, RemoteError};
 
 /// The error recorded for changes skipped after a precondition failure.
 pub const NOT_ATTEMPTED: &str = "not attempted because another key changed on the remote";
+
+/// The error recorded for changes skipped after a cancel (Ctrl-C, or a
+/// lost lock).
+pub const CANCELLED: &str = "not attempted because the apply was interrupted";
 
 /// Errors that make a plan impossible to execute at all.
 #[derive(Debug, thiserror::Error)]
@@ -78,9 +83,12 @@ impl ApplyReport {
 type PutOutcome = Result<Option<String>, RemoteError>;
 
 /// Execution settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ApplyOptions {
     pub concurrency: usize,
+    /// When set, no further write starts; requests in flight finish and the
+    /// state manifest records what was written.
+    pub cancel: Arc<AtomicBool>,
 }
 
 /// Executes `plan`. Per-key failures are collected in the report; an
@@ -122,11 +130,12 @@ pub async fn execute(
     // Puts run first and concurrently. A precondition failure means someone
     // else changed a key, so no further put starts.
     let stop = AtomicBool::new(false);
+    let cancel = &options.cancel;
     let outcomes: Vec<(&Change, Option<PutOutcome>)> = futures::stream::iter(writes)
         .map(|change| {
             let stop = &stop;
             async move {
-                if stop.load(Ordering::Relaxed) {
+                if stop.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) {
                     return (change, None);
                 }
                 let object = &desired.objects[&change.key];
@@ -144,6 +153,10 @@ pub async fn execute(
                         condition,
                     )
                     .await;
+                let result = match result {
+                    Err(err) => confirm_written(remote, &change.key, object, err).await,
+                    ok => ok,
+                };
                 if matches!(
                     result,
                     Err(RemoteError::Precondition { .. } | RemoteError::AlreadyExists { .. })
@@ -160,10 +173,15 @@ pub async fn execute(
 
     for (change, outcome) in outcomes {
         let Some(result) = outcome else {
+            let error = if cancel.load(Ordering::Relaxed) {
+                CANCELLED
+            } else {
+                NOT_ATTEMPTED
+            };
             report.failures.push(Failure {
                 key: change.key.clone(),
                 action: change.action,
-                error: NOT_ATTEMPTED.into(),
+                error: error.into(),
             });
             continue;
         };
@@ -247,6 +265,35 @@ pub async fn execute(
     }
 
     Ok(report)
+}
+
+/// After a failed put, finds out whether the write happened anyway: a
+/// response lost to a reset or timeout, or a retry that met its own
+/// earlier write (412 on a create), must not count as a failure. The key
+/// counts as written when its r2sync hash and size are the ones planned.
+async fn confirm_written(
+    remote: &Remote,
+    key: &str,
+    object: &crate::manifest::DesiredObject,
+    error: RemoteError,
+) -> PutOutcome {
+    if matches!(
+        error,
+        RemoteError::InvalidKey { .. } | RemoteError::Setup { .. }
+    ) {
+        return Err(error);
+    }
+    match remote.head(key).await {
+        Ok(Some(head))
+            if head.size == object.body.len() as u64
+                && head.metadata.get(crate::manifest::META_HASH)
+                    == Some(&object.fingerprint.hash) =>
+        {
+            tracing::info!("put {key} reported \"{error}\", but the object is in place as planned");
+            Ok(head.etag)
+        }
+        _ => Err(error),
+    }
 }
 
 /// Archives (copy, then delete) and deletes. Returns the keys removed.

@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod limits;
 pub mod manifest;
 pub mod markdown;
 pub mod plan;

@@ -37,13 +37,14 @@ fn main() -> std::process::ExitCode {
         Err(err) => {
             // Every error message already contains its cause, so the
             // chain of sources is not printed again.
+            let code = err.exit_code();
             let err = anyhow::Error::new(err);
             if json_logs {
                 tracing::error!(event = "error", "{err}");
             } else {
                 eprintln!("error: {err}");
             }
-            ExitCode::Failure
+            code
         }
     };
     std::process::ExitCode::from(code as u8)

@@ -3,6 +3,8 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -10,12 +12,15 @@ use serde::Serialize;
 
 use super::merge::merge_file;
 use super::output::{write_stdout, Output};
-use super::{ApplyArgs, ChangeArgs, Cli, Command, ExitCode, PlanArgs, PlanFormat, SyncArgs};
+use super::{
+    ApplyArgs, ChangeArgs, Cli, Command, ExitCode, ForceUnlockArgs, PlanArgs, PlanFormat, SyncArgs,
+};
 use crate::apply::{self, ApplyError, ApplyOptions, ApplyReport};
 use crate::config::{self, ConfigError, Credentials, FileConfig, Settings, Target, TargetKind};
 use crate::manifest::{self, DesiredOptions, DesiredState, ManifestError};
 use crate::markdown::{self, NormalizeOptions};
 use crate::plan::{self, ArchiveContext, Plan, PlanError, PlanOptions, PlanSource};
+use crate::remote::lock::{self, HeldLock, LockError, LockOptions};
 use crate::remote::state::{self, ActualState};
 use crate::remote::{Remote, RemoteError, RequestPolicy};
 use crate::rules::{RuleError, Rules};
@@ -36,6 +41,14 @@ pub enum CliError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error(transparent)]
+    Limits(#[from] crate::limits::LimitError),
+    #[error("the bucket changed while this apply waited for the lock, so the confirmed plan no longer holds and nothing was applied; run apply again")]
+    BucketChanged,
+    #[error("interrupted: requests in flight finished and the state manifest records them; run apply again to converge")]
+    Interrupted,
     #[error("invalid rules: {0}")]
     Rules(#[from] RuleError),
     #[error("cannot read plan file {path}: {message}")]
@@ -61,6 +74,16 @@ pub enum CliError {
     Exists { paths: Vec<String> },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+}
+
+impl CliError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Interrupted => ExitCode::Interrupted,
+            _ => ExitCode::Failure,
+        }
+    }
 }
 
 /// Runs the parsed command and returns the exit code.
@@ -92,6 +115,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             }
             let file = FileConfig::load(args.sync.config.as_deref())?;
             let mut given = merge_file(&mut args.sync, Some(&mut args.change), &file, &explicit)?;
+            merge_lock(&mut args.lock, &file, &explicit);
             given.extend(explicit);
             let output = Output::new(cli.quiet, cli.no_progress, args.json, json_logs);
             runtime.block_on(apply_command(&args, &file, &given, &output))
@@ -101,12 +125,14 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 plan_file: None,
                 sync: alias.sync,
                 change: alias.change,
+                lock: alias.lock,
                 yes: true,
                 json: false,
                 allow_dirty: false,
             };
             let file = FileConfig::load(args.sync.config.as_deref())?;
             let mut given = merge_file(&mut args.sync, Some(&mut args.change), &file, &explicit)?;
+            merge_lock(&mut args.lock, &file, &explicit);
             given.extend(explicit);
             let output = Output::new(cli.quiet, cli.no_progress, false, json_logs);
             runtime.block_on(apply_command(&args, &file, &given, &output))
@@ -121,6 +147,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let file = FileConfig::load(args.sync.config.as_deref())?;
             merge_file(&mut args.sync, None, &file, &explicit)?;
             runtime.block_on(super::doctor::run(&args))
+        }
+        Command::ForceUnlock(mut args) => {
+            let file = FileConfig::load(args.sync.config.as_deref())?;
+            merge_file(&mut args.sync, None, &file, &explicit)?;
+            runtime.block_on(force_unlock_command(&args))
         }
         Command::Init(args) => super::init::run(&args),
         Command::Completions(args) => {
@@ -158,6 +189,15 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     }
 }
 
+/// Takes `lock-timeout` from the configuration file unless it was given.
+fn merge_lock(lock: &mut super::LockArgs, file: &FileConfig, explicit: &[String]) {
+    if !explicit.iter().any(|id| id == "lock_timeout") {
+        if let Some(seconds) = file.lock_timeout {
+            lock.lock_timeout = seconds;
+        }
+    }
+}
+
 /// Source, target and both states, ready for planning.
 pub(super) struct Prepared {
     pub(super) settings: Settings,
@@ -189,6 +229,10 @@ pub(super) fn request_policy(args: &SyncArgs) -> RequestPolicy {
     RequestPolicy {
         retries: args.retries,
         timeout: Duration::from_secs(args.timeout.max(1)),
+        retry_timeout: Duration::from_secs(args.retry_timeout.max(1)),
+        max_backoff: Duration::from_secs(args.max_backoff),
+        multipart_threshold: args.multipart_threshold,
+        part_size: usize::try_from(args.part_size).unwrap_or(usize::MAX),
     }
 }
 
@@ -360,6 +404,13 @@ pub(super) async fn prepare(
     let mut desired = manifest::build(&repo, files, &options, || bar.inc(1))?;
     desired.warnings.splice(0..0, selection.warnings);
     bar.finish_and_clear();
+    crate::limits::check(
+        &desired,
+        &crate::limits::UploadLimits {
+            multipart_threshold: args.multipart_threshold,
+            part_size: args.part_size,
+        },
+    )?;
     if !desired.skipped_drafts.is_empty() {
         let count = desired.skipped_drafts.len();
         output.status(format!(
@@ -535,20 +586,56 @@ async fn apply_command(
         }
     }
 
+    // Only one apply at a time: take the target's lock, then make sure the
+    // plan still holds.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let held = take_lock(args, &prepared, &plan, &cancel, output).await?;
+    let (prepared, plan) = match recheck_after_lock(args, prepared, plan, &held, output).await {
+        Ok(Some(pair)) => pair,
+        Ok(None) => {
+            release_lock(held.lock, output).await;
+            return Ok(ExitCode::Success);
+        }
+        Err(err) => {
+            release_lock(held.lock, output).await;
+            return Err(err);
+        }
+    };
+
+    // Ctrl-C stops new writes; requests in flight finish and the manifest
+    // records them before the lock is released.
+    let interrupt = tokio::spawn({
+        let cancel = cancel.clone();
+        let quiet = output.quiet();
+        async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.store(true, Ordering::Relaxed);
+                if !quiet {
+                    eprintln!("Interrupted: finishing requests in flight, then releasing the lock.");
+                }
+            }
+        }
+    });
+
     let started = Instant::now();
     let bar = output.progress(plan.changes.len() as u64, "applying");
-    let report = apply::execute(
+    let result = apply::execute(
         &plan,
         &prepared.desired,
         &prepared.actual,
         &prepared.remote,
         &ApplyOptions {
             concurrency: prepared.concurrency,
+            cancel: cancel.clone(),
         },
         &|| bar.inc(1),
     )
-    .await?;
+    .await;
     bar.finish_and_clear();
+    interrupt.abort();
+    let lost = held.lock.is_lost();
+    release_lock(held.lock, output).await;
+    let report = result?;
     tracing::info!(
         created = report.created,
         updated = report.updated,
@@ -565,13 +652,17 @@ async fn apply_command(
     if args.json {
         print_json(&ApplyResult::new(&plan, &report));
     }
-    let (skipped, failures): (Vec<_>, Vec<_>) = report
-        .failures
-        .iter()
-        .partition(|failure| failure.error == apply::NOT_ATTEMPTED);
+    let (skipped, failures): (Vec<_>, Vec<_>) = report.failures.iter().partition(|failure| {
+        failure.error == apply::NOT_ATTEMPTED || failure.error == apply::CANCELLED
+    });
     if !skipped.is_empty() {
+        let why = if cancel.load(Ordering::Relaxed) {
+            "the apply was interrupted"
+        } else {
+            "a key changed on the remote"
+        };
         output.error(format!(
-            "{} other changes were not attempted because a key changed on the remote",
+            "{} other changes were not attempted because {why}",
             skipped.len()
         ));
     }
@@ -598,12 +689,143 @@ async fn apply_command(
         started.elapsed().as_secs_f64()
     ));
 
+    if cancel.load(Ordering::Relaxed) && !lost {
+        return Err(CliError::Interrupted);
+    }
     if !report.succeeded() {
         return Err(CliError::ApplyFailed {
             count: report.failures.len(),
             total: plan.changes.len(),
         });
     }
+    Ok(ExitCode::Success)
+}
+
+/// The lock an apply holds, and how it was taken.
+struct Held {
+    lock: HeldLock,
+    /// Whether another run held the lock (or an expired claim was replaced),
+    /// so the bucket may have changed since planning.
+    waited: bool,
+}
+
+/// Takes the target's apply lock, waiting up to --lock-timeout.
+async fn take_lock(
+    args: &ApplyArgs,
+    prepared: &Prepared,
+    plan: &Plan,
+    cancel: &Arc<AtomicBool>,
+    output: &Output,
+) -> Result<Held, CliError> {
+    let options = LockOptions {
+        timeout: Duration::from_secs(args.lock.lock_timeout),
+        ttl: lock::DEFAULT_TTL,
+        operation: "apply".into(),
+        commit: plan.source.commit.clone(),
+        on_loss: Some(cancel.clone()),
+    };
+    let on_wait = |holder: &lock::LockInfo| {
+        output.status(format!(
+            "Waiting up to {} s for the {holder}",
+            args.lock.lock_timeout
+        ));
+    };
+    let acquired = lock::acquire(&prepared.remote, &options, &on_wait).await?;
+    if !acquired.conditional_writes {
+        output.warn(format!(
+            "{} ignores conditional writes, so r2sync cannot guarantee that only one apply runs at a time on it",
+            prepared.remote
+        ));
+    }
+    if let Some(expired) = &acquired.took_over {
+        output.warn(format!("Replaced an expired {expired}"));
+    }
+    Ok(Held {
+        waited: acquired.waited || acquired.took_over.is_some(),
+        lock: acquired.lock,
+    })
+}
+
+async fn release_lock(lock: HeldLock, output: &Output) {
+    if let Err(err) = lock.release().await {
+        output.warn(format!(
+            "cannot release the apply lock ({err}); it expires by itself within {} s",
+            lock::DEFAULT_TTL.as_secs()
+        ));
+    }
+}
+
+/// Makes sure the plan still describes the bucket now that the lock is
+/// held. When the state manifest is as it was when planning and no other
+/// run held the lock, nothing can have changed through r2sync, and one
+/// HEAD request proves it. Otherwise the bucket is read again: an
+/// unchanged plan goes ahead; a changed one replaces the plan with --yes
+/// and stops the apply otherwise. `None` means nothing is left to do.
+async fn recheck_after_lock(
+    args: &ApplyArgs,
+    prepared: Prepared,
+    plan: Plan,
+    held: &Held,
+    output: &Output,
+) -> Result<Option<(Prepared, Plan)>, CliError> {
+    let manifest_key = state::manifest_key(&prepared.remote);
+    let manifest_now = prepared
+        .remote
+        .head(&manifest_key)
+        .await?
+        .and_then(|head| head.etag);
+    if !held.waited && manifest_now == prepared.actual.manifest_etag {
+        return Ok(Some((prepared, plan)));
+    }
+
+    tracing::info!("reading the bucket again: another apply ran since planning");
+    let mut prepared = prepared;
+    prepared.actual = state::read_actual(
+        &prepared.remote,
+        prepared.concurrency,
+        args.change.verify,
+    )
+    .await?;
+    let fresh = make_plan(&prepared, args.change.max_deletes, args.change.adopt)?;
+    if same_changes(&plan, &fresh) {
+        return Ok(Some((prepared, plan)));
+    }
+    if args.plan_file.is_some() || !args.yes {
+        return Err(CliError::BucketChanged);
+    }
+    output.status("The bucket changed while this apply waited for the lock; planned again.");
+    if !fresh.has_changes() && !fresh.manifest_write {
+        output.status(plan::summary_line(&fresh.summary));
+        return Ok(None);
+    }
+    if !args.json && !output.quiet() {
+        write_stdout(&plan::render(&fresh, output.color()));
+    }
+    Ok(Some((prepared, fresh)))
+}
+
+/// Compares the changes of two plans, ignoring the time stamp in archive keys.
+fn same_changes(a: &Plan, b: &Plan) -> bool {
+    let strip = |plan: &Plan| -> Vec<plan::Change> {
+        plan.changes
+            .iter()
+            .cloned()
+            .map(|mut change| {
+                change.archive_key = None;
+                change
+            })
+            .collect()
+    };
+    strip(a) == strip(b)
+}
+
+/// `r2sync force-unlock ID`.
+async fn force_unlock_command(args: &ForceUnlockArgs) -> Result<ExitCode, CliError> {
+    let target = Target::parse(&args.sync.target)?;
+    let credentials = resolve_credentials(&args.sync, &target)?;
+    let remote = Remote::connect(&target, &credentials, &request_policy(&args.sync), false)?;
+    let removed = lock::force_unlock(&remote, &args.id).await?;
+    eprintln!("Removed {removed}.");
     Ok(ExitCode::Success)
 }
 

@@ -117,6 +117,30 @@ pub fn merge_file(
     );
     layer!("retries", sync.retries, file.retries, |value: usize| value);
     layer!("timeout", sync.timeout, file.timeout, |value: u64| value);
+    layer!(
+        "retry_timeout",
+        sync.retry_timeout,
+        file.retry_timeout,
+        |value: u64| value
+    );
+    layer!(
+        "max_backoff",
+        sync.max_backoff,
+        file.max_backoff,
+        |value: u64| value
+    );
+    layer!(
+        "multipart_threshold",
+        sync.multipart_threshold,
+        file.multipart_threshold,
+        |value: u64| value
+    );
+    layer!(
+        "part_size",
+        sync.part_size,
+        file.part_size,
+        |value: u64| value
+    );
     layer!("cache_dir", sync.cache_dir, file.cache_dir.clone(), Some);
     layer!(
         "front_matter",

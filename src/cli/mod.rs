@@ -31,6 +31,8 @@ pub enum ExitCode {
     Failure = 1,
     /// `check` found drift, or `plan --detailed-exitcode` found changes.
     Changes = 2,
+    /// Interrupted by Ctrl-C (SIGINT) after finishing requests in flight.
+    Interrupted = 130,
 }
 
 /// Publish the Markdown of a Git commit to Cloudflare R2 or any
@@ -96,6 +98,9 @@ pub enum Command {
     SyncCloudflareR2(SyncAlias),
     /// Write a commented r2sync.toml and .env.example, then print the next steps.
     Init(InitArgs),
+    /// Remove a stale apply lock left by a run that was killed.
+    #[command(name = "force-unlock")]
+    ForceUnlock(ForceUnlockArgs),
     /// Check an endpoint and bucket: credentials, listing, writes,
     /// conditional writes, copy, bulk delete and awkward keys.
     Doctor(DoctorArgs),
@@ -132,6 +137,24 @@ pub struct DoctorArgs {
     /// Print the results as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ForceUnlockArgs {
+    /// The lock id, as printed by the apply that waits for it.
+    pub id: String,
+
+    #[command(flatten)]
+    pub sync: SyncArgs,
+}
+
+/// Options of the apply lock.
+#[derive(Debug, Clone, Args)]
+pub struct LockArgs {
+    /// How long to wait for another apply's lock on the target before
+    /// failing, in seconds.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS", env = "R2SYNC_LOCK_TIMEOUT")]
+    pub lock_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -196,13 +219,32 @@ pub struct SyncArgs {
     #[arg(long, value_enum, default_value_t = FrontMatterMode::Strip)]
     pub front_matter: FrontMatterMode,
 
-    /// Retries per request on throttling, 5xx and connection errors.
+    /// Retries per request on throttling (429, 503), other 5xx and
+    /// connection errors, with exponential backoff.
     #[arg(long, default_value_t = 5)]
     pub retries: usize,
 
-    /// Timeout per request, in seconds.
+    /// Timeout of one attempt of a request, in seconds.
     #[arg(long, default_value_t = 30, value_name = "SECONDS")]
     pub timeout: u64,
+
+    /// Time limit of one request with all its retries, in seconds.
+    #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+    pub retry_timeout: u64,
+
+    /// Longest pause between retries, in seconds; pauses start at 100 ms
+    /// and double, with jitter.
+    #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+    pub max_backoff: u64,
+
+    /// Bodies larger than this many bytes are uploaded in parts.
+    #[arg(long, default_value_t = 8 * 1024 * 1024, value_name = "BYTES")]
+    pub multipart_threshold: u64,
+
+    /// Size of each part of a multipart upload (all parts but the last are
+    /// this size; at least 5 MiB).
+    #[arg(long, default_value_t = 8 * 1024 * 1024, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(5 * 1024 * 1024..=5 * 1024 * 1024 * 1024))]
+    pub part_size: u64,
 
     /// Cache directory for repositories fetched from URLs.
     #[arg(long, env = "R2SYNC_CACHE_DIR")]
@@ -312,6 +354,9 @@ pub struct ApplyArgs {
     #[command(flatten)]
     pub change: ChangeArgs,
 
+    #[command(flatten)]
+    pub lock: LockArgs,
+
     /// Apply without asking for confirmation.
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -343,6 +388,9 @@ pub struct SyncAlias {
 
     #[command(flatten)]
     pub change: ChangeArgs,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 /// Parses the command line and records, for `apply`, which options were

@@ -69,6 +69,16 @@ impl Output {
         }
     }
 
+    /// Prints a warning on stderr (also with `--quiet`), or logs it as a
+    /// warning event.
+    pub fn warn(&self, message: impl AsRef<str>) {
+        if self.json_logs {
+            tracing::warn!(event = "warning", "{}", message.as_ref());
+        } else {
+            eprintln!("warning: {}", message.as_ref());
+        }
+    }
+
     /// Prints an error line on stderr, or logs it as an error event.
     pub fn error(&self, message: impl AsRef<str>) {
         if self.json_logs {

@@ -2,6 +2,7 @@
 //! reached through object_store, and the actual state read from it.
 
 pub mod http;
+pub mod lock;
 pub mod metadata;
 pub mod state;
 
@@ -76,8 +77,41 @@ pub enum RemoteError {
 /// Timeouts and retries for requests to the store.
 #[derive(Clone, Debug)]
 pub struct RequestPolicy {
+    /// Retries of one request after throttling, 5xx and connection errors.
     pub retries: usize,
+    /// Time limit of one attempt.
     pub timeout: Duration,
+    /// Time limit of one request with all its retries.
+    pub retry_timeout: Duration,
+    /// Longest pause between two attempts; pauses start at 100 ms and
+    /// double, with jitter.
+    pub max_backoff: Duration,
+    /// Bodies larger than this many bytes go up in a multipart upload.
+    pub multipart_threshold: u64,
+    /// Size of every part of a multipart upload but the last; R2 rejects
+    /// parts of unequal size.
+    pub part_size: usize,
+}
+
+/// Smallest part S3 and R2 accept, except for the last one.
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+/// Most parts in one multipart upload.
+pub const MAX_PARTS: u64 = 10_000;
+/// Largest body of a single PutObject on R2 (5 GiB minus 5 MiB); AWS
+/// allows 5 GiB.
+pub const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024 - 5 * 1024 * 1024;
+
+impl Default for RequestPolicy {
+    fn default() -> Self {
+        RequestPolicy {
+            retries: 5,
+            timeout: Duration::from_secs(30),
+            retry_timeout: Duration::from_secs(120),
+            max_backoff: Duration::from_secs(15),
+            multipart_threshold: 8 * 1024 * 1024,
+            part_size: 8 * 1024 * 1024,
+        }
+    }
 }
 
 /// An object as the listing shows it.
@@ -112,7 +146,7 @@ pub enum Condition {
     Matches(String),
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Backend {
     S3(Arc<dyn ObjectStore>),
     /// A directory; headers and metadata live in side files.
@@ -122,11 +156,14 @@ enum Backend {
 }
 
 /// A connected target: a store and the key prefix r2sync manages in it.
-#[derive(Debug)]
+/// Cloning is cheap and shares the connection pool.
+#[derive(Clone, Debug)]
 pub struct Remote {
     backend: Backend,
     prefix: String,
     display: String,
+    multipart_threshold: u64,
+    part_size: usize,
 }
 
 /// Strips the quotes (and a weak marker) that servers put around ETags.
@@ -181,9 +218,13 @@ impl Remote {
                             .is_some_and(|url| url.starts_with("http://")),
                     );
                 let retry = RetryConfig {
-                    backoff: BackoffConfig::default(),
+                    backoff: BackoffConfig {
+                        init_backoff: Duration::from_millis(100).min(policy.max_backoff),
+                        max_backoff: policy.max_backoff,
+                        base: 2.0,
+                    },
                     max_retries: policy.retries,
-                    retry_timeout: Duration::from_secs(120),
+                    retry_timeout: policy.retry_timeout,
                 };
 
                 // R2 and most S3-compatible servers honour If-Match and
@@ -221,6 +262,8 @@ impl Remote {
             backend,
             prefix: target.prefix.clone(),
             display: target.to_string(),
+            multipart_threshold: policy.multipart_threshold,
+            part_size: policy.part_size.max(MIN_PART_SIZE),
         })
     }
 
@@ -428,6 +471,10 @@ impl Remote {
             let started = Instant::now();
             let write = async {
                 match &self.backend {
+                    Backend::S3(store) if bytes as u64 > self.multipart_threshold => {
+                        self.put_multipart(store, key, &path, body, attributes, &condition)
+                            .await
+                    }
                     Backend::S3(store) => {
                         let options = PutOptions {
                             mode: put_mode(&condition),
@@ -470,6 +517,79 @@ impl Remote {
         }
         .instrument(span)
         .await
+    }
+
+    /// Uploads a large body in parts of equal size (the last one may be
+    /// smaller) and aborts the upload on any failure, so that no orphaned
+    /// parts keep costing storage.
+    async fn put_multipart(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        key: &str,
+        path: &Path,
+        body: Bytes,
+        attributes: Attributes,
+        condition: &Condition,
+    ) -> Result<Option<String>, object_store::Error> {
+        // Multipart uploads take no precondition, so the condition is checked
+        // with a HEAD request first.
+        // TODO: send the condition with CompleteMultipartUpload, which R2
+        // and AWS accept, to close the gap between this check and the write.
+        if *condition != Condition::None {
+            let current = match store.head(path).await {
+                Ok(meta) => Some(meta.e_tag.as_deref().map(normalize_etag)),
+                Err(object_store::Error::NotFound { .. }) => None,
+                Err(err) => return Err(err),
+            };
+            let holds = match (condition, &current) {
+                (Condition::Absent, None) => true,
+                (Condition::Matches(expected), Some(Some(etag))) => etag == expected,
+                _ => false,
+            };
+            if !holds {
+                let source = format!("multipart precondition {condition:?} failed").into();
+                return Err(match condition {
+                    Condition::Absent => object_store::Error::AlreadyExists {
+                        path: key.to_string(),
+                        source,
+                    },
+                    _ => object_store::Error::Precondition {
+                        path: key.to_string(),
+                        source,
+                    },
+                });
+            }
+        }
+
+        let options = object_store::PutMultipartOptions {
+            attributes,
+            ..Default::default()
+        };
+        let mut upload = store.put_multipart_opts(path, options).await?;
+        let parts = body.len().div_ceil(self.part_size);
+        tracing::debug!(parts, part_size = self.part_size, "multipart upload of {key}");
+        let mut outcome = Ok(());
+        for index in 0..parts {
+            let start = index * self.part_size;
+            let end = (start + self.part_size).min(body.len());
+            if let Err(err) = upload.put_part(PutPayload::from(body.slice(start..end))).await {
+                outcome = Err(err);
+                break;
+            }
+        }
+        let result = match outcome {
+            Ok(()) => upload.complete().await,
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(result) => Ok(result.e_tag.as_deref().map(normalize_etag)),
+            Err(err) => {
+                if let Err(abort) = upload.abort().await {
+                    tracing::warn!("cannot abort the multipart upload of {key}: {abort}; a lifecycle rule for incomplete uploads removes its parts");
+                }
+                Err(err)
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -660,27 +780,76 @@ impl Remote {
         outcomes
     }
 
-    /// Writes a small internal object (the state manifest) unconditionally
-    /// and returns its ETag.
+    /// Writes a small internal object (the state manifest or the lock)
+    /// under `condition` and returns its ETag.
     pub async fn put_internal(
         &self,
         key: &str,
         body: Bytes,
+        condition: Condition,
     ) -> Result<Option<String>, RemoteError> {
         let path = parse_key(key)?;
         let store = self.store()?;
-        let mut options = PutOptions::default();
-        if let Backend::S3(_) = self.backend {
-            options.attributes.insert(
-                Attribute::ContentType,
-                AttributeValue::from("application/json"),
-            );
-        }
-        store
-            .put_opts(&path, PutPayload::from(body), options)
-            .await
+        let (result, attempts) = http::counting_attempts(async {
+            match &self.backend {
+                Backend::Local(local) => {
+                    // The local check for an update is read-then-write, as
+                    // for documents.
+                    if let Condition::Matches(expected) = &condition {
+                        let current = match local.head(&path).await {
+                            Ok(meta) => meta.e_tag.as_deref().map(normalize_etag),
+                            Err(object_store::Error::NotFound { .. }) => None,
+                            Err(err) => return Err(err),
+                        };
+                        if current.as_deref() != Some(expected.as_str()) {
+                            return Err(object_store::Error::Precondition {
+                                path: key.to_string(),
+                                source: format!("ETag is {current:?}, expected {expected:?}")
+                                    .into(),
+                            });
+                        }
+                    }
+                    let mode = match condition {
+                        Condition::Absent => PutMode::Create,
+                        _ => PutMode::Overwrite,
+                    };
+                    store
+                        .put_opts(&path, PutPayload::from(body), PutOptions::from(mode))
+                        .await
+                }
+                _ => {
+                    let mut options = PutOptions::from(put_mode(&condition));
+                    options.attributes.insert(
+                        Attribute::ContentType,
+                        AttributeValue::from("application/json"),
+                    );
+                    store
+                        .put_opts(&path, PutPayload::from(body), options)
+                        .await
+                }
+            }
+        })
+        .await;
+        tracing::debug!(attempt = attempts.max(1), "put {key} (internal)");
+        result
             .map(|result| result.e_tag.as_deref().map(normalize_etag))
             .map_err(|source| classify(key, "put", source))
+    }
+
+    /// Deletes one internal object. A key that is already gone counts as
+    /// deleted.
+    pub async fn delete_internal(&self, key: &str) -> Result<(), RemoteError> {
+        let path = parse_key(key)?;
+        match self.store()?.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(classify(key, "delete", source)),
+        }
+    }
+
+    /// Tells whether the backend is an S3-compatible server (as opposed to
+    /// a local directory).
+    pub fn is_s3(&self) -> bool {
+        matches!(self.backend, Backend::S3(_))
     }
 }
 

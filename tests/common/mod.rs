@@ -428,6 +428,7 @@ pub fn connect(server: &Server, target: &r2sync::config::Target) -> r2sync::remo
     let policy = r2sync::remote::RequestPolicy {
         retries: 1,
         timeout: std::time::Duration::from_secs(10),
+        ..Default::default()
     };
     r2sync::remote::Remote::connect(target, &credentials, &policy, true).unwrap()
 }
