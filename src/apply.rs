@@ -66,6 +66,8 @@ pub struct ApplyReport {
     pub updated: usize,
     pub archived: usize,
     pub deleted: usize,
+    /// Archived copies removed by the retention period.
+    pub pruned: usize,
     pub bytes_uploaded: u64,
     pub writes: WriteCounts,
     pub failures: Vec<Failure>,
@@ -225,7 +227,12 @@ pub async fn execute(
     let removals: Vec<&Change> = plan
         .changes
         .iter()
-        .filter(|change| matches!(change.action, Action::Archive | Action::Delete))
+        .filter(|change| {
+            matches!(
+                change.action,
+                Action::Archive | Action::Delete | Action::Prune
+            )
+        })
         .collect();
     let mut removed = BTreeSet::new();
     if report.failures.is_empty() && !removals.is_empty() {
@@ -331,11 +338,16 @@ async fn remove(
             }),
         }
     }
+    // Deletes and pruned archive copies go in the same bulk requests, unless
+    // the run was cancelled while copying.
+    if options.cancel.load(Ordering::Relaxed) {
+        return BTreeSet::new();
+    }
     to_delete.extend(
         removals
             .iter()
-            .filter(|change| change.action == Action::Delete)
-            .map(|change| (change.key.clone(), Action::Delete)),
+            .filter(|change| matches!(change.action, Action::Delete | Action::Prune))
+            .map(|change| (change.key.clone(), change.action)),
     );
     if to_delete.is_empty() {
         return BTreeSet::new();
@@ -352,6 +364,7 @@ async fn remove(
             Ok(()) => {
                 match action {
                     Action::Archive => report.archived += 1,
+                    Action::Prune => report.pruned += 1,
                     _ => report.deleted += 1,
                 }
                 removed.insert(key);

@@ -22,6 +22,8 @@ pub enum Action {
     Update,
     Archive,
     Delete,
+    /// Removal of an archived copy older than `--archive-keep-days`.
+    Prune,
 }
 
 /// The reason an existing object is updated.
@@ -81,6 +83,9 @@ pub struct Summary {
     pub update: usize,
     pub archive: usize,
     pub delete: usize,
+    /// Archived copies removed by the retention period.
+    #[serde(default)]
+    pub prune: usize,
     pub unchanged: usize,
     pub unmanaged: usize,
 }
@@ -151,6 +156,10 @@ pub struct PlanOptions {
     pub max_deletes: usize,
     pub adopt: bool,
     pub archive_context: ArchiveContext,
+    /// Archived copies older than this many days are pruned.
+    pub archive_keep_days: Option<u32>,
+    /// The time the retention period counts back from.
+    pub now: DateTime<Utc>,
 }
 
 /// What the archive key depends on.
@@ -163,17 +172,51 @@ pub struct ArchiveContext {
     pub stamp: String,
 }
 
+/// Format of the time stamp folder of archived copies.
+pub const ARCHIVE_STAMP_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+
 /// Builds `<archive base>/<stamp>/<key below the prefix>`.
 pub fn archive_key(context: &ArchiveContext, key: &str) -> String {
     let relative = key
         .strip_prefix(&context.prefix)
         .map(|rest| rest.trim_start_matches('/'))
         .unwrap_or(key);
-    let base = match &context.archive_prefix {
+    format!("{}/{}/{relative}", archive_base(context), context.stamp)
+}
+
+/// The folder that holds the archived copies, without a trailing slash.
+pub fn archive_base(context: &ArchiveContext) -> String {
+    match &context.archive_prefix {
         Some(prefix) => prefix.trim_end_matches('/').to_string(),
         None => format!("{}/archive", context.internal_prefix),
-    };
-    format!("{base}/{}/{relative}", context.stamp)
+    }
+}
+
+/// One archived copy of a document.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ArchivedCopy {
+    /// Key of the copy.
+    pub key: String,
+    /// Key the document had when it was archived.
+    pub original: String,
+    pub archived_at: DateTime<Utc>,
+    pub size: u64,
+}
+
+/// Reads an archive key back into the copy it names, or `None` for a key
+/// that r2sync did not put there.
+pub fn parse_archived(context: &ArchiveContext, key: &str, size: u64) -> Option<ArchivedCopy> {
+    let rest = key.strip_prefix(&archive_base(context))?.strip_prefix('/')?;
+    let (stamp, relative) = rest.split_once('/')?;
+    let archived_at = chrono::NaiveDateTime::parse_from_str(stamp, ARCHIVE_STAMP_FORMAT)
+        .ok()?
+        .and_utc();
+    Some(ArchivedCopy {
+        key: key.to_string(),
+        original: crate::manifest::object_key(&context.prefix, relative),
+        archived_at,
+        size,
+    })
 }
 
 /// Conditions that stop planning.
@@ -320,6 +363,29 @@ pub fn diff(
         }
     }
 
+    // Archived copies past the retention period.
+    if let Some(days) = options.archive_keep_days {
+        let cutoff = options.now - chrono::Duration::days(i64::from(days));
+        for listed in &actual.archived {
+            let Some(copy) = parse_archived(&options.archive_context, &listed.key, listed.size)
+            else {
+                continue;
+            };
+            if copy.archived_at < cutoff {
+                result.changes.push(Change {
+                    key: copy.key,
+                    action: Action::Prune,
+                    reason: None,
+                    source_path: None,
+                    bytes: copy.size,
+                    hash: None,
+                    remote_etag: listed.etag.clone(),
+                    archive_key: None,
+                });
+            }
+        }
+    }
+
     result.unmanaged = actual
         .objects
         .iter()
@@ -401,6 +467,7 @@ pub fn summarize(diff: &Diff) -> Summary {
             Action::Update => summary.update += 1,
             Action::Archive => summary.archive += 1,
             Action::Delete => summary.delete += 1,
+            Action::Prune => summary.prune += 1,
         }
     }
     summary
@@ -474,6 +541,10 @@ pub fn render(plan: &Plan, color: bool) -> String {
                 |s| s.magenta(),
             ),
             Action::Delete => style(format!("  - {}", change.key), |s| s.red()),
+            Action::Prune => style(
+                format!("  - {} (archived copy past retention)", change.key),
+                |s| s.red(),
+            ),
         };
         let _ = writeln!(out, "{line}");
     }
@@ -537,6 +608,7 @@ pub fn render_markdown(plan: &Plan) -> String {
                     ),
                 ),
                 Action::Delete => ("-", "delete".to_string()),
+                Action::Prune => ("-", "prune archived copy".to_string()),
             };
             let _ = writeln!(
                 table,
@@ -589,14 +661,19 @@ fn markdown_code(text: &str) -> String {
 
 /// Formats the counts as one line ending in a period.
 pub fn summary_line(summary: &Summary) -> String {
-    if summary.create + summary.update + summary.archive + summary.delete == 0 {
+    if summary.create + summary.update + summary.archive + summary.delete + summary.prune == 0 {
         return format!(
             "No changes. {} unchanged, {} unmanaged.",
             summary.unchanged, summary.unmanaged
         );
     }
+    let prune = if summary.prune > 0 {
+        format!(", {} archived copies to prune", summary.prune)
+    } else {
+        String::new()
+    };
     format!(
-        "Plan: {} to create, {} to update, {} to archive, {} to delete; {} unchanged, {} unmanaged.",
+        "Plan: {} to create, {} to update, {} to archive, {} to delete{prune}; {} unchanged, {} unmanaged.",
         summary.create, summary.update, summary.archive, summary.delete, summary.unchanged, summary.unmanaged
     )
 }
@@ -651,6 +728,7 @@ mod tests {
             manifest: None,
             manifest_etag: None,
             head_requests: 0,
+            archived: Vec::new(),
         }
     }
 
@@ -665,6 +743,8 @@ mod tests {
                 archive_prefix: None,
                 stamp: "20260101T000000Z".into(),
             },
+            archive_keep_days: None,
+            now: "2026-01-01T00:00:00Z".parse().unwrap(),
         }
     }
 
@@ -903,6 +983,7 @@ mod tests {
             update: 2,
             archive: 3,
             delete: 0,
+            prune: 0,
             unchanged: 5,
             unmanaged: 1,
         };
@@ -910,5 +991,65 @@ mod tests {
             summary_line(&summary),
             "Plan: 1 to create, 2 to update, 3 to archive, 0 to delete; 5 unchanged, 1 unmanaged."
         );
+        let pruning = Summary {
+            prune: 4,
+            ..Default::default()
+        };
+        assert_eq!(
+            summary_line(&pruning),
+            "Plan: 0 to create, 0 to update, 0 to archive, 0 to delete, 4 archived copies to prune; 0 unchanged, 0 unmanaged."
+        );
+    }
+
+    #[test]
+    fn archive_keys_parse_back_to_their_document() {
+        let mut context = options(DeleteMode::Archive).archive_context;
+        let key = archive_key(&context, "docs/guide/a.md");
+        assert_eq!(key, "docs/.r2sync/archive/20260101T000000Z/guide/a.md");
+        let copy = parse_archived(&context, &key, 7).unwrap();
+        assert_eq!(copy.original, "docs/guide/a.md");
+        assert_eq!(copy.archived_at.to_rfc3339(), "2026-01-01T00:00:00+00:00");
+        assert_eq!(copy.size, 7);
+
+        // A custom archive prefix, and keys that r2sync did not write there.
+        context.archive_prefix = Some("attic/".into());
+        let key = archive_key(&context, "docs/b.md");
+        assert_eq!(key, "attic/20260101T000000Z/b.md");
+        assert_eq!(parse_archived(&context, &key, 1).unwrap().original, "docs/b.md");
+        assert!(parse_archived(&context, "attic/notastamp/b.md", 1).is_none());
+        assert!(parse_archived(&context, "attic2/20260101T000000Z/b.md", 1).is_none());
+    }
+
+    #[test]
+    fn retention_prunes_only_copies_older_than_the_period() {
+        let a = desired_object("docs/a.md", "# A", "A");
+        let listed = |key: &str| crate::remote::Listed {
+            key: key.to_string(),
+            size: 3,
+            etag: Some("e".into()),
+        };
+        let mut current = actual(vec![("docs/a.md", managed(&a, "e1"))]);
+        current.archived = vec![
+            listed("docs/.r2sync/archive/20251101T000000Z/old.md"),
+            listed("docs/.r2sync/archive/20251202T000001Z/recent.md"),
+            listed("docs/.r2sync/archive/not-a-stamp/x.md"),
+        ];
+        let mut opts = options(DeleteMode::Archive);
+        let result = diff(&desired(&[a.clone()]), &current, &opts).unwrap();
+        assert!(result.changes.is_empty(), "no retention, no pruning");
+
+        // 30 days before 2026-01-01 is 2025-12-02T00:00:00Z.
+        opts.archive_keep_days = Some(30);
+        let result = diff(&desired(&[a]), &current, &opts).unwrap();
+        let pruned: Vec<&str> = result
+            .changes
+            .iter()
+            .map(|change| {
+                assert_eq!(change.action, Action::Prune);
+                change.key.as_str()
+            })
+            .collect();
+        assert_eq!(pruned, ["docs/.r2sync/archive/20251101T000000Z/old.md"]);
+        assert_eq!(summarize(&result).prune, 1);
     }
 }

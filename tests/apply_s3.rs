@@ -745,6 +745,8 @@ fn concurrent_change_stops_apply_cleanly() {
                 archive_prefix: None,
                 stamp: "20260101T000000Z".into(),
             },
+            archive_keep_days: None,
+            now: chrono::Utc::now(),
         };
         let diff = plan::diff(&desired, &actual, &options).unwrap();
         let settings = Settings {
@@ -770,7 +772,10 @@ fn concurrent_change_stops_apply_cleanly() {
                 &desired,
                 &actual,
                 &remote,
-                &r2sync::apply::ApplyOptions { concurrency: 4 },
+                &r2sync::apply::ApplyOptions {
+                    concurrency: 4,
+                    ..Default::default()
+                },
                 &|| {},
             ))
             .unwrap();

@@ -37,7 +37,7 @@ pub(super) async fn check_command(
     let prepared = prepare(&args.sync, None, file, output, reading).await?;
     // Drift is reported whatever its size, and a foreign object in a
     // desired key is drift too.
-    let plan = make_plan(&prepared, usize::MAX, true)?;
+    let plan = make_plan(&prepared, usize::MAX, true, None)?;
 
     let drift: Vec<Drift> = plan
         .changes
@@ -57,7 +57,7 @@ pub(super) async fn check_command(
                         .map(|reason| reason.to_string())
                         .unwrap_or_default()
                 ),
-                plan::Action::Archive | plan::Action::Delete => {
+                plan::Action::Archive | plan::Action::Delete | plan::Action::Prune => {
                     "in the bucket but not in the commit".to_string()
                 }
             },

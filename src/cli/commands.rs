@@ -72,6 +72,8 @@ pub enum CliError {
     ApplyFailed { count: usize, total: usize },
     #[error("{} already exists; pass --force to overwrite", paths.join(" and "))]
     Exists { paths: Vec<String> },
+    #[error(transparent)]
+    Archive(#[from] super::archive::ArchiveError),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
 }
@@ -147,6 +149,27 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             let file = FileConfig::load(args.sync.config.as_deref())?;
             merge_file(&mut args.sync, None, &file, &explicit)?;
             runtime.block_on(super::doctor::run(&args))
+        }
+        Command::Archive(super::ArchiveCommand::Ls(mut args)) => {
+            let file = FileConfig::load(args.sync.config.as_deref())?;
+            merge_file(&mut args.sync, None, &file, &explicit)?;
+            args.archive_prefix = super::archive::archive_prefix_from(
+                args.archive_prefix.take(),
+                &file,
+                args.sync.target_name.as_deref(),
+            );
+            runtime.block_on(super::archive::ls_command(&args))
+        }
+        Command::Restore(mut args) => {
+            let file = FileConfig::load(args.sync.config.as_deref())?;
+            merge_file(&mut args.sync, None, &file, &explicit)?;
+            merge_lock(&mut args.lock, &file, &explicit);
+            args.archive_prefix = super::archive::archive_prefix_from(
+                args.archive_prefix.take(),
+                &file,
+                args.sync.target_name.as_deref(),
+            );
+            runtime.block_on(super::archive::restore_command(&args))
         }
         Command::ForceUnlock(mut args) => {
             let file = FileConfig::load(args.sync.config.as_deref())?;
@@ -432,7 +455,11 @@ pub(super) async fn prepare(
         output.status(note);
     }
     let listing_started = Instant::now();
-    let actual = state::read_actual(&remote, args.concurrency as usize, verify).await?;
+    let mut actual = state::read_actual(&remote, args.concurrency as usize, verify).await?;
+    if change.is_some_and(|change| change.archive_keep_days.is_some()) {
+        let base = plan::archive_base(&archive_context(&remote, &settings, ""));
+        actual.archived = remote.list_under(&base).await?;
+    }
     tracing::info!(
         objects = actual.objects.len(),
         head_requests = actual.head_requests,
@@ -456,23 +483,36 @@ pub(super) async fn prepare(
     })
 }
 
+/// Where the target's archived copies go; `stamp` names the folder of
+/// this run's copies.
+pub(super) fn archive_context(remote: &Remote, settings: &Settings, stamp: &str) -> ArchiveContext {
+    ArchiveContext {
+        prefix: remote.prefix().to_string(),
+        internal_prefix: remote.internal_prefix(),
+        archive_prefix: settings.archive_prefix.clone(),
+        stamp: stamp.to_string(),
+    }
+}
+
 /// Compares the states and wraps the result into a plan document.
 pub(super) fn make_plan(
     prepared: &Prepared,
     max_deletes: usize,
     adopt: bool,
+    archive_keep_days: Option<u32>,
 ) -> Result<Plan, CliError> {
     let created_at = Utc::now();
     let options = PlanOptions {
         delete_mode: prepared.settings.delete_mode,
         max_deletes,
         adopt,
-        archive_context: ArchiveContext {
-            prefix: prepared.remote.prefix().to_string(),
-            internal_prefix: prepared.remote.internal_prefix(),
-            archive_prefix: prepared.settings.archive_prefix.clone(),
-            stamp: created_at.format("%Y%m%dT%H%M%SZ").to_string(),
-        },
+        archive_context: archive_context(
+            &prepared.remote,
+            &prepared.settings,
+            &created_at.format(plan::ARCHIVE_STAMP_FORMAT).to_string(),
+        ),
+        archive_keep_days,
+        now: created_at,
     };
     let diff = plan::diff(&prepared.desired, &prepared.actual, &options)?;
     Ok(Plan::new(
@@ -493,7 +533,12 @@ async fn plan_command(
         ..Default::default()
     };
     let prepared = prepare(&args.sync, Some(&args.change), file, output, reading).await?;
-    let plan = make_plan(&prepared, args.change.max_deletes, args.change.adopt)?;
+    let plan = make_plan(
+                &prepared,
+                args.change.max_deletes,
+                args.change.adopt,
+                args.change.archive_keep_days,
+            )?;
 
     if let Some(path) = &args.out {
         let json = serde_json::to_vec_pretty(&plan).expect("plan serializes");
@@ -557,7 +602,12 @@ async fn apply_command(
                 },
             )
             .await?;
-            let plan = make_plan(&prepared, args.change.max_deletes, args.change.adopt)?;
+            let plan = make_plan(
+                &prepared,
+                args.change.max_deletes,
+                args.change.adopt,
+                args.change.archive_keep_days,
+            )?;
             (prepared, plan)
         }
     };
@@ -786,7 +836,12 @@ async fn recheck_after_lock(
         args.change.verify,
     )
     .await?;
-    let fresh = make_plan(&prepared, args.change.max_deletes, args.change.adopt)?;
+    let fresh = make_plan(
+                &prepared,
+                args.change.max_deletes,
+                args.change.adopt,
+                args.change.archive_keep_days,
+            )?;
     if same_changes(&plan, &fresh) {
         return Ok(Some((prepared, plan)));
     }

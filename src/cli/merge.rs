@@ -202,6 +202,12 @@ pub fn merge_file(
             Some
         );
         layer!(
+            "archive_keep_days",
+            change.archive_keep_days,
+            file.archive_keep_days,
+            Some
+        );
+        layer!(
             "max_deletes",
             change.max_deletes,
             section.and_then(|t| t.max_deletes).or(file.max_deletes),

@@ -1,5 +1,6 @@
 //! Command-line interface: argument definitions and the commands.
 
+mod archive;
 mod check;
 mod commands;
 mod doctor;
@@ -98,6 +99,11 @@ pub enum Command {
     SyncCloudflareR2(SyncAlias),
     /// Write a commented r2sync.toml and .env.example, then print the next steps.
     Init(InitArgs),
+    /// List the archived copies that soft deletes left.
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
+    /// Bring an archived copy of a document back to its key.
+    Restore(RestoreArgs),
     /// Remove a stale apply lock left by a run that was killed.
     #[command(name = "force-unlock")]
     ForceUnlock(ForceUnlockArgs),
@@ -137,6 +143,54 @@ pub struct DoctorArgs {
     /// Print the results as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// List archived copies, oldest first: time, size, original key, copy key.
+    Ls(ArchiveLsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ArchiveLsArgs {
+    /// Only copies of this key (or path below the target prefix).
+    pub key: Option<String>,
+
+    /// Where archived objects go (default: PREFIX/.r2sync/archive).
+    #[arg(long, value_name = "KEY_PREFIX")]
+    pub archive_prefix: Option<String>,
+
+    /// Print the copies as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub sync: SyncArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Key of the document (or its path below the target prefix).
+    pub key: String,
+
+    /// Restore the newest copy archived at or before this time
+    /// (20260102T030405Z or 2026-01-02T03:04:05Z); default: the newest.
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+
+    /// Replace the object if the key exists.
+    #[arg(long)]
+    pub overwrite: bool,
+
+    /// Where archived objects go (default: PREFIX/.r2sync/archive).
+    #[arg(long, value_name = "KEY_PREFIX")]
+    pub archive_prefix: Option<String>,
+
+    #[command(flatten)]
+    pub lock: LockArgs,
+
+    #[command(flatten)]
+    pub sync: SyncArgs,
 }
 
 #[derive(Debug, Args)]
@@ -302,6 +356,11 @@ pub struct ChangeArgs {
     /// Where archived objects go (default: PREFIX/.r2sync/archive).
     #[arg(long, value_name = "KEY_PREFIX")]
     pub archive_prefix: Option<String>,
+
+    /// Prune archived copies older than this many days in the same plan
+    /// (default: keep them forever).
+    #[arg(long, value_name = "DAYS")]
+    pub archive_keep_days: Option<u32>,
 
     /// Reject a plan that archives or deletes more objects than this.
     #[arg(long, default_value_t = 256)]

@@ -86,7 +86,11 @@ pub(super) async fn load_saved_plan(
         verify: false,
     };
     let prepared = prepare(&sync, Some(&change), file, output, reading).await?;
-    for change in &plan.changes {
+    for change in plan
+        .changes
+        .iter()
+        .filter(|change| change.action != plan::Action::Prune)
+    {
         let now = prepared
             .actual
             .objects

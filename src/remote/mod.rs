@@ -301,14 +301,21 @@ impl Remote {
 
     /// Lists every object under the prefix, following pagination.
     pub async fn list(&self) -> Result<Vec<Listed>, RemoteError> {
+        self.list_under(&self.prefix).await
+    }
+
+    /// Lists every object under `prefix` (a folder, without a trailing
+    /// slash), following pagination.
+    pub async fn list_under(&self, prefix: &str) -> Result<Vec<Listed>, RemoteError> {
         if let Backend::LocalMissing(_) = self.backend {
             return Ok(Vec::new());
         }
         let started = Instant::now();
-        let prefix = if self.prefix.is_empty() {
+        let prefix_text = prefix;
+        let prefix = if prefix.is_empty() {
             None
         } else {
-            Some(parse_key(&self.prefix)?)
+            Some(parse_key(prefix)?)
         };
 
         let store = self.store()?;
@@ -324,6 +331,7 @@ impl Remote {
             if matches!(self.backend, Backend::Local(_)) && key.starts_with(LOCAL_METADATA_DIR) {
                 continue;
             }
+            let key = http::decode_marked_key(&key).unwrap_or(key);
             listed.push(Listed {
                 key,
                 size: meta.size,
@@ -333,10 +341,10 @@ impl Remote {
         listed.sort_by(|a, b| a.key.cmp(&b.key));
 
         tracing::debug!(
-            prefix = %self.prefix,
+            prefix = %prefix_text,
             objects = listed.len(),
             latency_ms = started.elapsed().as_millis() as u64,
-            "listed {} objects under {:?}", listed.len(), self.prefix
+            "listed {} objects under {:?}", listed.len(), prefix_text
         );
         Ok(listed)
     }

@@ -81,6 +81,9 @@ pub struct ActualState {
     pub manifest_etag: Option<String>,
     /// HEAD requests needed to resolve keys the manifest did not vouch for.
     pub head_requests: usize,
+    /// The archive folder's listing, when retention needs it (empty
+    /// otherwise).
+    pub archived: Vec<Listed>,
 }
 
 /// A listed object with its HEAD result (`None` when it vanished) and, when
@@ -131,6 +134,21 @@ pub async fn read_actual(
     let mut objects = BTreeMap::new();
     let mut unresolved = Vec::new();
     for entry in objects_listed {
+        // A key object_store cannot name was written by someone else and
+        // can be neither read nor removed through it.
+        if !super::http::is_addressable(&entry.key) {
+            tracing::warn!("{}: this key cannot be read through the S3 client library, so r2sync leaves it alone as unmanaged", entry.key);
+            objects.insert(
+                entry.key.clone(),
+                ActualObject {
+                    etag: entry.etag.clone(),
+                    size: entry.size,
+                    ownership: Ownership::Unmanaged,
+                    fingerprint: None,
+                },
+            );
+            continue;
+        }
         let vouched = entries
             .and_then(|entries| entries.get(&entry.key))
             .filter(|known| {
@@ -234,6 +252,7 @@ pub async fn read_actual(
         manifest,
         manifest_etag,
         head_requests,
+        archived: Vec::new(),
     })
 }
 
