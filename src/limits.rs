@@ -95,7 +95,10 @@ mod tests {
         let err = check(&state(&[(&long, 1)]), &UPLOAD).unwrap_err();
         assert_eq!(err.problems.len(), 1);
         let message = err.to_string();
-        assert!(message.contains("docs/kkkkkkkk.md: key is 1025 bytes"), "{message}");
+        assert!(
+            message.contains("docs/kkkkkkkk.md: key is 1025 bytes"),
+            "{message}"
+        );
         assert!(message.contains("nothing was written"), "{message}");
     }
 
@@ -114,8 +117,16 @@ mod tests {
             part_size: 1,
         };
         let err = check(&state(&[("big", 10_001)]), &tiny_parts).unwrap_err();
-        assert!(err.problems[0].contains("10001 parts"), "{:?}", err.problems);
-        assert!(err.problems[0].contains("--part-size"), "{:?}", err.problems);
+        assert!(
+            err.problems[0].contains("10001 parts"),
+            "{:?}",
+            err.problems
+        );
+        assert!(
+            err.problems[0].contains("--part-size"),
+            "{:?}",
+            err.problems
+        );
         check(&state(&[("fits", 10_000)]), &tiny_parts).unwrap();
     }
 }

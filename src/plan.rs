@@ -206,7 +206,9 @@ pub struct ArchivedCopy {
 /// Reads an archive key back into the copy it names, or `None` for a key
 /// that r2sync did not put there.
 pub fn parse_archived(context: &ArchiveContext, key: &str, size: u64) -> Option<ArchivedCopy> {
-    let rest = key.strip_prefix(&archive_base(context))?.strip_prefix('/')?;
+    let rest = key
+        .strip_prefix(&archive_base(context))?
+        .strip_prefix('/')?;
     let (stamp, relative) = rest.split_once('/')?;
     let archived_at = chrono::NaiveDateTime::parse_from_str(stamp, ARCHIVE_STAMP_FORMAT)
         .ok()?
@@ -1015,7 +1017,10 @@ mod tests {
         context.archive_prefix = Some("attic/".into());
         let key = archive_key(&context, "docs/b.md");
         assert_eq!(key, "attic/20260101T000000Z/b.md");
-        assert_eq!(parse_archived(&context, &key, 1).unwrap().original, "docs/b.md");
+        assert_eq!(
+            parse_archived(&context, &key, 1).unwrap().original,
+            "docs/b.md"
+        );
         assert!(parse_archived(&context, "attic/notastamp/b.md", 1).is_none());
         assert!(parse_archived(&context, "attic2/20260101T000000Z/b.md", 1).is_none());
     }
@@ -1035,7 +1040,7 @@ mod tests {
             listed("docs/.r2sync/archive/not-a-stamp/x.md"),
         ];
         let mut opts = options(DeleteMode::Archive);
-        let result = diff(&desired(&[a.clone()]), &current, &opts).unwrap();
+        let result = diff(&desired(std::slice::from_ref(&a)), &current, &opts).unwrap();
         assert!(result.changes.is_empty(), "no retention, no pruning");
 
         // 30 days before 2026-01-01 is 2025-12-02T00:00:00Z.

@@ -79,11 +79,13 @@ async fn copies(archive: &Archive, key: Option<&str>) -> Result<Vec<ArchivedCopy
         .await?
         .into_iter()
         .filter_map(|listed| plan::parse_archived(&archive.context, &listed.key, listed.size))
-        .filter(|copy| wanted.as_ref().is_none_or(|keys| keys.contains(&copy.original)))
+        .filter(|copy| {
+            wanted
+                .as_ref()
+                .is_none_or(|keys| keys.contains(&copy.original))
+        })
         .collect();
-    copies.sort_by(|a, b| {
-        (a.archived_at, &a.original).cmp(&(b.archived_at, &b.original))
-    });
+    copies.sort_by(|a, b| (a.archived_at, &a.original).cmp(&(b.archived_at, &b.original)));
     Ok(copies)
 }
 
@@ -257,12 +259,25 @@ mod tests {
         let copies = [copy("20260101T000000Z"), copy("20260201T000000Z")];
         let newest = pick(&copies, "a.md", "b", None).unwrap();
         assert_eq!(newest.archived_at, copies[1].archived_at);
-        let between = pick(&copies, "a.md", "b", Some(parse_time("20260115T000000Z").unwrap()));
+        let between = pick(
+            &copies,
+            "a.md",
+            "b",
+            Some(parse_time("20260115T000000Z").unwrap()),
+        );
         assert_eq!(between.unwrap().archived_at, copies[0].archived_at);
         let exact = pick(&copies, "a.md", "b", Some(copies[1].archived_at)).unwrap();
         assert_eq!(exact.archived_at, copies[1].archived_at);
-        let err = pick(&copies, "a.md", "b", Some(parse_time("20251231T000000Z").unwrap()));
-        assert!(err.unwrap_err().to_string().contains("the oldest is from 2026-01-01"));
+        let err = pick(
+            &copies,
+            "a.md",
+            "b",
+            Some(parse_time("20251231T000000Z").unwrap()),
+        );
+        assert!(err
+            .unwrap_err()
+            .to_string()
+            .contains("the oldest is from 2026-01-01"));
         assert!(pick(&[], "a.md", "b", None).is_err());
     }
 }

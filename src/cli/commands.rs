@@ -534,11 +534,11 @@ async fn plan_command(
     };
     let prepared = prepare(&args.sync, Some(&args.change), file, output, reading).await?;
     let plan = make_plan(
-                &prepared,
-                args.change.max_deletes,
-                args.change.adopt,
-                args.change.archive_keep_days,
-            )?;
+        &prepared,
+        args.change.max_deletes,
+        args.change.adopt,
+        args.change.archive_keep_days,
+    )?;
 
     if let Some(path) = &args.out {
         let json = serde_json::to_vec_pretty(&plan).expect("plan serializes");
@@ -661,7 +661,9 @@ async fn apply_command(
             if tokio::signal::ctrl_c().await.is_ok() {
                 cancel.store(true, Ordering::Relaxed);
                 if !quiet {
-                    eprintln!("Interrupted: finishing requests in flight, then releasing the lock.");
+                    eprintln!(
+                        "Interrupted: finishing requests in flight, then releasing the lock."
+                    );
                 }
             }
         }
@@ -830,18 +832,14 @@ async fn recheck_after_lock(
 
     tracing::info!("reading the bucket again: another apply ran since planning");
     let mut prepared = prepared;
-    prepared.actual = state::read_actual(
-        &prepared.remote,
-        prepared.concurrency,
-        args.change.verify,
-    )
-    .await?;
+    prepared.actual =
+        state::read_actual(&prepared.remote, prepared.concurrency, args.change.verify).await?;
     let fresh = make_plan(
-                &prepared,
-                args.change.max_deletes,
-                args.change.adopt,
-                args.change.archive_keep_days,
-            )?;
+        &prepared,
+        args.change.max_deletes,
+        args.change.adopt,
+        args.change.archive_keep_days,
+    )?;
     if same_changes(&plan, &fresh) {
         return Ok(Some((prepared, plan)));
     }

@@ -135,12 +135,9 @@ pub fn merge_file(
         file.multipart_threshold,
         |value: u64| value
     );
-    layer!(
-        "part_size",
-        sync.part_size,
-        file.part_size,
-        |value: u64| value
-    );
+    layer!("part_size", sync.part_size, file.part_size, |value: u64| {
+        value
+    });
     layer!("cache_dir", sync.cache_dir, file.cache_dir.clone(), Some);
     layer!(
         "front_matter",

@@ -207,7 +207,12 @@ pub struct ForceUnlockArgs {
 pub struct LockArgs {
     /// How long to wait for another apply's lock on the target before
     /// failing, in seconds.
-    #[arg(long, default_value_t = 300, value_name = "SECONDS", env = "R2SYNC_LOCK_TIMEOUT")]
+    #[arg(
+        long,
+        default_value_t = 300,
+        value_name = "SECONDS",
+        env = "R2SYNC_LOCK_TIMEOUT"
+    )]
     pub lock_timeout: u64,
 }
 

@@ -182,6 +182,11 @@ pub async fn acquire(
         let current = match &existing {
             Some((current, _)) if current.expires_at > Utc::now() => current.clone(),
             _ => {
+                // On such a server an expired claim read above is replaced
+                // by the write below.
+                if let Some((expired, _)) = existing {
+                    took_over = Some(expired);
+                }
                 refresh(&mut info, options.ttl);
                 let body = Bytes::from(serde_json::to_vec_pretty(&info).expect("lock serializes"));
                 match remote.put_internal(&key, body, Condition::Absent).await {

@@ -575,12 +575,19 @@ impl Remote {
         };
         let mut upload = store.put_multipart_opts(path, options).await?;
         let parts = body.len().div_ceil(self.part_size);
-        tracing::debug!(parts, part_size = self.part_size, "multipart upload of {key}");
+        tracing::debug!(
+            parts,
+            part_size = self.part_size,
+            "multipart upload of {key}"
+        );
         let mut outcome = Ok(());
         for index in 0..parts {
             let start = index * self.part_size;
             let end = (start + self.part_size).min(body.len());
-            if let Err(err) = upload.put_part(PutPayload::from(body.slice(start..end))).await {
+            if let Err(err) = upload
+                .put_part(PutPayload::from(body.slice(start..end)))
+                .await
+            {
                 outcome = Err(err);
                 break;
             }
@@ -831,9 +838,7 @@ impl Remote {
                         Attribute::ContentType,
                         AttributeValue::from("application/json"),
                     );
-                    store
-                        .put_opts(&path, PutPayload::from(body), options)
-                        .await
+                    store.put_opts(&path, PutPayload::from(body), options).await
                 }
             }
         })

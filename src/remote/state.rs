@@ -311,7 +311,11 @@ pub async fn write_manifest(
 ) -> Result<Option<String>, RemoteError> {
     let body = serde_json::to_vec_pretty(manifest).expect("state manifest serializes");
     remote
-        .put_internal(&manifest_key(remote), Bytes::from(body), super::Condition::None)
+        .put_internal(
+            &manifest_key(remote),
+            Bytes::from(body),
+            super::Condition::None,
+        )
         .await
 }
 
