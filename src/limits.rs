@@ -7,7 +7,7 @@
 use crate::manifest::DesiredState;
 use crate::remote::{MAX_PARTS, MAX_SINGLE_PUT};
 
-/// Longest object key, in bytes of UTF-8, on S3 and R2.
+/// Maximum object key length, in bytes of UTF-8, on S3 and R2.
 pub const MAX_KEY_BYTES: usize = 1024;
 
 /// Problems found, one line each, naming the source file.
@@ -87,7 +87,7 @@ mod tests {
     };
 
     #[test]
-    fn key_of_exactly_the_limit_passes_and_one_more_byte_fails() {
+    fn key_length_limit_boundary() {
         let fits = "k".repeat(MAX_KEY_BYTES);
         check(&state(&[(&fits, 1)]), &UPLOAD).unwrap();
 
@@ -103,7 +103,7 @@ mod tests {
     }
 
     #[test]
-    fn key_length_counts_bytes_not_characters() {
+    fn key_length_counts_bytes() {
         // 342 three-byte characters are 1,026 bytes.
         let key = "あ".repeat(342);
         let err = check(&state(&[(&key, 1)]), &UPLOAD).unwrap_err();
@@ -111,7 +111,7 @@ mod tests {
     }
 
     #[test]
-    fn too_many_parts_name_the_part_size() {
+    fn too_many_parts_refused() {
         let tiny_parts = UploadLimits {
             multipart_threshold: 10,
             part_size: 1,

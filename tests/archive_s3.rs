@@ -17,7 +17,7 @@ fn archive_ls(fx: &Fixture, args: &[&str]) -> Command {
 }
 
 #[test]
-fn archived_documents_can_be_listed_and_restored() {
+fn archive_ls_and_restore() {
     let runtime = common::runtime();
     for server in common::servers() {
         let fx = Fixture::new(&server, "restore");
@@ -81,7 +81,7 @@ fn archived_documents_can_be_listed_and_restored() {
 }
 
 #[test]
-fn retention_prunes_old_copies_in_the_same_plan() {
+fn archive_retention_prunes_old() {
     let runtime = common::runtime();
     for server in common::servers() {
         let fx = Fixture::new(&server, "retention");

@@ -8,7 +8,7 @@ use std::process::Command;
 use common::{run_expect, Fixture};
 
 #[test]
-fn a_key_over_1024_bytes_stops_the_plan_and_writes_nothing() {
+fn limit_long_key_refused() {
     let runtime = common::runtime();
     for server in common::servers() {
         let fx = Fixture::new(&server, "limit-key");
@@ -44,7 +44,7 @@ fn a_key_over_1024_bytes_stops_the_plan_and_writes_nothing() {
 }
 
 #[test]
-fn a_control_character_in_a_path_names_the_file() {
+fn limit_control_character_refused() {
     let runtime = common::runtime();
     for server in common::servers() {
         let fx = Fixture::new(&server, "limit-control");
@@ -67,7 +67,7 @@ fn a_control_character_in_a_path_names_the_file() {
 }
 
 #[test]
-fn large_documents_go_up_in_equal_parts() {
+fn multipart_equal_parts() {
     let runtime = common::runtime();
     for server in common::servers() {
         let fx = Fixture::new(&server, "multipart");
@@ -165,7 +165,7 @@ fn list_multipart_uploads(server: &common::Server, prefix: &str) -> Vec<String> 
 }
 
 #[test]
-fn keys_the_client_cannot_parse_are_reported_as_unmanaged() {
+fn foreign_unparseable_keys_unmanaged() {
     for server in common::servers() {
         let fx = Fixture::new(&server, "foreign-keys");
         fx.repo.write("a.md", "# A\n");

@@ -55,7 +55,7 @@ fn spawn(mut command: Command) -> std::process::Child {
 }
 
 #[test]
-fn a_second_apply_reports_the_holder_and_the_bucket_is_one_commit() {
+fn lock_second_apply_refused() {
     let runtime = common::runtime();
     // Exclusion needs a server that enforces conditional writes.
     for server in common::servers()
@@ -104,7 +104,7 @@ fn a_second_apply_reports_the_holder_and_the_bucket_is_one_commit() {
 }
 
 #[test]
-fn two_applies_at_once_leave_exactly_one_commit() {
+fn lock_two_applies_one_commit() {
     let runtime = common::runtime();
     for server in common::servers()
         .into_iter()
@@ -166,7 +166,7 @@ fn foreign_lock(id: &str, expires_at: &str) -> String {
 }
 
 #[test]
-fn a_stale_lock_blocks_until_force_unlock() {
+fn lock_stale_until_force_unlock() {
     let runtime = common::runtime();
     for server in common::servers() {
         let fx = Fixture::new(&server, "lock-stale");
@@ -222,7 +222,7 @@ fn a_stale_lock_blocks_until_force_unlock() {
 }
 
 #[test]
-fn an_expired_lock_is_replaced_with_a_warning() {
+fn lock_expired_replaced() {
     let runtime = common::runtime();
     for server in common::servers() {
         let fx = Fixture::new(&server, "lock-expired");
@@ -250,7 +250,7 @@ fn an_expired_lock_is_replaced_with_a_warning() {
 }
 
 #[test]
-fn ctrl_c_finishes_in_flight_writes_and_releases_the_lock() {
+fn lock_released_on_ctrl_c() {
     let runtime = common::runtime();
     for server in common::servers() {
         let fx = Fixture::new(&server, "lock-sigint");

@@ -245,7 +245,7 @@ mod tests {
     }
 
     #[test]
-    fn times_parse_in_both_spellings() {
+    fn time_both_spellings() {
         assert_eq!(
             parse_time("20260102T030405Z").unwrap(),
             parse_time("2026-01-02T03:04:05Z").unwrap()
@@ -255,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn pick_takes_the_newest_at_or_before_the_time() {
+    fn pick_newest_before_time() {
         let copies = [copy("20260101T000000Z"), copy("20260201T000000Z")];
         let newest = pick(&copies, "a.md", "b", None).unwrap();
         assert_eq!(newest.archived_at, copies[1].archived_at);

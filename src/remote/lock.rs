@@ -93,7 +93,7 @@ pub struct LockOptions {
     pub timeout: Duration,
     /// How long one claim holds; renewed every third of it.
     pub ttl: Duration,
-    /// What the holder is doing, such as "apply".
+    /// Operation of the holder, such as "apply".
     pub operation: String,
     pub commit: String,
     /// Set when the lock is lost, so that the apply stops starting writes.
