@@ -285,3 +285,18 @@ fn json_logs_number_attempts_on_servers() {
         assert_eq!(put["span"]["bytes"], 4);
     }
 }
+
+#[test]
+fn secret_scan_catches_leaks() {
+    // The scan that every command's output goes through must notice a
+    // secret, or the trace-level pass of the suite proves nothing.
+    for server in common::servers() {
+        if server.secret_access_key.len() < 12 {
+            continue;
+        }
+        let leaked = format!("header x-secret: {} end", server.secret_access_key);
+        let caught = std::panic::catch_unwind(|| common::assert_no_secret(&leaked, "output"));
+        assert!(caught.is_err(), "{}: the scan missed the secret", server.name);
+        common::assert_no_secret("nothing to see", "output");
+    }
+}

@@ -241,7 +241,46 @@ pub fn r2sync(server: Option<&Server>, workdir: &Path) -> Command {
             .env("R2SYNC_ENDPOINT", &server.endpoint);
     }
     command.env("NO_COLOR", "1");
+    // The suite runs once more with trace logs (see tests/run.sh), so that
+    // every scenario shows whether a secret leaks into the most verbose
+    // output; `run` scans what each command prints.
+    if trace_mode() {
+        command.arg("-vvv");
+    }
     command
+}
+
+/// Whether the commands run with `-vvv` (`R2SYNC_TEST_TRACE=1`).
+pub fn trace_mode() -> bool {
+    std::env::var("R2SYNC_TEST_TRACE").as_deref() == Ok("1")
+}
+
+/// Secrets of the configured servers, which no output may contain.
+fn secrets() -> Vec<String> {
+    servers_quiet()
+        .into_iter()
+        .map(|server| server.secret_access_key)
+        // moto accepts any secret; one this short could occur by chance.
+        .filter(|secret| secret.len() >= 12)
+        .collect()
+}
+
+/// The configured servers, without the skip message of [`servers`].
+fn servers_quiet() -> Vec<Server> {
+    if std::env::var("R2SYNC_TEST_SERVERS").unwrap_or_default().trim().is_empty() {
+        return Vec::new();
+    }
+    servers()
+}
+
+/// Fails when `output` contains a server's secret access key.
+pub fn assert_no_secret(output: &str, what: &str) {
+    for secret in secrets() {
+        assert!(
+            !output.contains(&secret),
+            "{what} contains a secret access key:\n{output}"
+        );
+    }
 }
 
 /// `s3://BUCKET/PREFIX` for a server.
@@ -258,11 +297,14 @@ pub struct Run {
 
 pub fn run(command: &mut Command) -> Run {
     let output = command.output().expect("running r2sync");
-    Run {
+    let run = Run {
         code: output.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    };
+    assert_no_secret(&run.stdout, "stdout");
+    assert_no_secret(&run.stderr, "stderr");
+    run
 }
 
 /// Runs and requires `expected` as the exit code, showing the output if not.
@@ -477,4 +519,127 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+// ---- Fault-injecting proxy ----
+// Added for tests/faults.rs and tests/secrets.rs.
+
+/// A tests/servers/fault_proxy.py process on 127.0.0.1 in front of one
+/// server, with its request log in a temporary directory. Dropping it kills
+/// the process.
+pub struct FaultProxy {
+    child: std::process::Child,
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl FaultProxy {
+    /// Starts the proxy in front of `upstream` (an `http://127.0.0.1:PORT`
+    /// URL) with extra options such as `["--rate", "0.2"]`, and waits until
+    /// it listens.
+    pub fn start(upstream: &str, options: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port_file = dir.path().join("port");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers/fault_proxy.py");
+        let stderr = std::fs::File::create(dir.path().join("proxy.stderr")).unwrap();
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg("--upstream")
+            .arg(upstream)
+            .arg("--port-file")
+            .arg(&port_file)
+            .arg("--log")
+            .arg(dir.path().join("requests.log"))
+            .args(options)
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("starting python3 tests/servers/fault_proxy.py");
+
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let port = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|text| text.trim().parse().ok());
+            if let Some(port) = port {
+                return FaultProxy { child, port, dir };
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(dir.path().join("proxy.stderr"));
+                panic!("fault_proxy.py exited with {status}: {}", log.unwrap_or_default());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fault_proxy.py wrote no port within 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `upstream` as reached through the proxy: same bucket and
+    /// credentials, the proxy's endpoint.
+    pub fn server(&self, upstream: &Server) -> Server {
+        Server {
+            endpoint: self.endpoint(),
+            ..upstream.clone()
+        }
+    }
+
+    /// The counters of `GET /__proxy/stats`: requests by method, faults by
+    /// kind and R2 emulation responses by status.
+    pub fn stats(&self) -> serde_json::Value {
+        self.control("GET", "/__proxy/stats", "")
+    }
+
+    /// Changes settings through `POST /__proxy/config`, such as
+    /// `{"rate": 0.3}`, and returns the new settings.
+    pub fn configure(&self, changes: serde_json::Value) -> serde_json::Value {
+        self.control("POST", "/__proxy/config", &changes.to_string())
+    }
+
+    /// Sets every counter to zero.
+    pub fn reset_stats(&self) {
+        self.control("POST", "/__proxy/reset", "");
+    }
+
+    /// The request log: one line per request with method, target, status
+    /// or fault, and latency.
+    pub fn request_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("requests.log")).unwrap_or_default()
+    }
+
+    /// Sends one control request over a new connection and returns the
+    /// JSON body, failing unless the status is 200.
+    fn control(&self, method: &str, path: &str, body: &str) -> serde_json::Value {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))
+            .expect("connecting to fault_proxy.py");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, json) = response
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("invalid response from fault_proxy.py: {response}"));
+        assert!(
+            head.starts_with("HTTP/1.1 200"),
+            "{method} {path} on fault_proxy.py: {response}"
+        );
+        serde_json::from_str(json).unwrap_or_else(|err| panic!("{method} {path}: {err}: {json}"))
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
