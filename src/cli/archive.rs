@@ -55,18 +55,24 @@ fn open(sync: &SyncArgs, archive_prefix: Option<&str>) -> Result<Archive, CliErr
     Ok(Archive { remote, context })
 }
 
-/// The archive prefix from the option, else the configuration file.
-pub(super) fn archive_prefix_from(
-    given: Option<String>,
-    file: &FileConfig,
-    target_name: Option<&str>,
-) -> Option<String> {
-    given.or_else(|| {
-        target_name
+/// Loads the configuration file, fills the target options and
+/// `--archive-prefix` from it where not given, and returns it.
+pub(super) fn merge_archive_options(
+    sync: &mut SyncArgs,
+    archive_prefix: &mut Option<String>,
+    explicit: &[String],
+) -> Result<FileConfig, CliError> {
+    let file = FileConfig::load(sync.config.as_deref())?;
+    super::merge::merge_file(sync, None, &file, explicit)?;
+    if archive_prefix.is_none() {
+        *archive_prefix = sync
+            .target_name
+            .as_deref()
             .and_then(|name| file.targets.get(name))
             .and_then(|section| section.archive_prefix.clone())
-            .or_else(|| file.archive_prefix.clone())
-    })
+            .or_else(|| file.archive_prefix.clone());
+    }
+    Ok(file)
 }
 
 /// Every archived copy, oldest first, optionally only those of `key`.

@@ -151,24 +151,20 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             runtime.block_on(super::doctor::run(&args))
         }
         Command::Archive(super::ArchiveCommand::Ls(mut args)) => {
-            let file = FileConfig::load(args.sync.config.as_deref())?;
-            merge_file(&mut args.sync, None, &file, &explicit)?;
-            args.archive_prefix = super::archive::archive_prefix_from(
-                args.archive_prefix.take(),
-                &file,
-                args.sync.target_name.as_deref(),
-            );
+            super::archive::merge_archive_options(
+                &mut args.sync,
+                &mut args.archive_prefix,
+                &explicit,
+            )?;
             runtime.block_on(super::archive::ls_command(&args))
         }
         Command::Restore(mut args) => {
-            let file = FileConfig::load(args.sync.config.as_deref())?;
-            merge_file(&mut args.sync, None, &file, &explicit)?;
+            let file = super::archive::merge_archive_options(
+                &mut args.sync,
+                &mut args.archive_prefix,
+                &explicit,
+            )?;
             merge_lock(&mut args.lock, &file, &explicit);
-            args.archive_prefix = super::archive::archive_prefix_from(
-                args.archive_prefix.take(),
-                &file,
-                args.sync.target_name.as_deref(),
-            );
             runtime.block_on(super::archive::restore_command(&args))
         }
         Command::ForceUnlock(mut args) => {
@@ -213,7 +209,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
 }
 
 /// Takes `lock-timeout` from the configuration file unless it was given.
-fn merge_lock(lock: &mut super::LockArgs, file: &FileConfig, explicit: &[String]) {
+pub(super) fn merge_lock(lock: &mut super::LockArgs, file: &FileConfig, explicit: &[String]) {
     if !explicit.iter().any(|id| id == "lock_timeout") {
         if let Some(seconds) = file.lock_timeout {
             lock.lock_timeout = seconds;
