@@ -81,6 +81,9 @@ impl ApplyReport {
     }
 }
 
+/// Rounds of bulk deletes for keys the server did not confirm.
+const DELETE_ROUNDS: usize = 3;
+
 /// The result of one put: the new ETag, if the server sent one.
 type PutOutcome = Result<Option<String>, RemoteError>;
 
@@ -356,8 +359,36 @@ async fn remove(
     let keys: Vec<String> = to_delete.iter().map(|(key, _)| key.clone()).collect();
     let actions: BTreeMap<String, Action> = to_delete.into_iter().collect();
     report.writes.delete += keys.len().div_ceil(1000);
+    let mut outcomes = remote.delete_many(&keys).await;
+
+    // object_store does not retry a bulk delete whose connection dropped, and
+    // deleting is idempotent, so unconfirmed keys are sent again.
+    for _ in 1..DELETE_ROUNDS {
+        let failed: Vec<String> = outcomes
+            .iter()
+            .filter(|(_, result)| matches!(result, Err(RemoteError::Delete { .. })))
+            .map(|(key, _)| key.clone())
+            .collect();
+        if failed.is_empty() {
+            break;
+        }
+        tracing::info!(
+            keys = failed.len(),
+            "deleting {} unconfirmed keys again",
+            failed.len()
+        );
+        report.writes.delete += failed.len().div_ceil(1000);
+        let mut again: BTreeMap<String, Result<(), RemoteError>> =
+            remote.delete_many(&failed).await.into_iter().collect();
+        for (key, result) in outcomes.iter_mut() {
+            if let Some(retried) = again.remove(key) {
+                *result = retried;
+            }
+        }
+    }
+
     let mut removed = BTreeSet::new();
-    for (key, result) in remote.delete_many(&keys).await {
+    for (key, result) in outcomes {
         let action = actions.get(&key).copied().unwrap_or(Action::Delete);
         on_step();
         match result {

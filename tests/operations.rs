@@ -296,7 +296,11 @@ fn secret_scan_catches_leaks() {
         }
         let leaked = format!("header x-secret: {} end", server.secret_access_key);
         let caught = std::panic::catch_unwind(|| common::assert_no_secret(&leaked, "output"));
-        assert!(caught.is_err(), "{}: the scan missed the secret", server.name);
+        assert!(
+            caught.is_err(),
+            "{}: the scan missed the secret",
+            server.name
+        );
         common::assert_no_secret("nothing to see", "output");
     }
 }

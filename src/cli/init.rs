@@ -26,7 +26,7 @@ pub const STARTER_CONFIG: &str = r#"# r2sync configuration. Flags and R2SYNC_* v
 
 # Requests in flight, retries per request, and the timeout in seconds.
 # concurrency = 16
-# retries = 5
+# retries = 10
 # timeout = 30
 
 # Leave out documents whose front matter says draft: true.

@@ -280,7 +280,7 @@ pub struct SyncArgs {
 
     /// Retries per request on throttling (429, 503), other 5xx and
     /// connection errors, with exponential backoff.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 10)]
     pub retries: usize,
 
     /// Timeout of one attempt of a request, in seconds.

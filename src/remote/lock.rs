@@ -188,9 +188,8 @@ pub async fn acquire(
                     took_over = Some(expired);
                 }
                 refresh(&mut info, options.ttl);
-                let body = Bytes::from(serde_json::to_vec_pretty(&info).expect("lock serializes"));
-                match remote.put_internal(&key, body, Condition::Absent).await {
-                    Ok(etag) => {
+                match claim(remote, &key, &info, Condition::Absent).await? {
+                    Claim::Taken(etag) => {
                         tracing::info!(id = %info.id, "took lock {key} as {}", info.id);
                         return Ok(Acquired {
                             lock: HeldLock::start(remote.clone(), key, info, etag, options),
@@ -199,43 +198,36 @@ pub async fn acquire(
                             conditional_writes,
                         });
                     }
-                    Err(RemoteError::AlreadyExists { .. } | RemoteError::Precondition { .. }) => {
-                        match read(remote).await? {
-                            // Released in between: try again at once.
-                            None => continue,
-                            Some((current, etag)) if current.expires_at <= Utc::now() => {
-                                // An expired claim is replaced only if it is
-                                // still the one just read.
-                                refresh(&mut info, options.ttl);
-                                let body = Bytes::from(
-                                    serde_json::to_vec_pretty(&info).expect("lock serializes"),
-                                );
-                                let condition = etag.map_or(Condition::None, Condition::Matches);
-                                match remote.put_internal(&key, body, condition).await {
-                                    Ok(etag) => {
-                                        tracing::info!("replaced an expired lock: {current}");
-                                        took_over = Some(current);
-                                        return Ok(Acquired {
-                                            lock: HeldLock::start(
-                                                remote.clone(),
-                                                key,
-                                                info,
-                                                etag,
-                                                options,
-                                            ),
-                                            waited: true,
-                                            took_over,
-                                            conditional_writes,
-                                        });
-                                    }
-                                    Err(RemoteError::Precondition { .. }) => continue,
-                                    Err(err) => return Err(err.into()),
+                    Claim::Refused => match read(remote).await? {
+                        // Released in between: try again at once.
+                        None => continue,
+                        Some((current, etag)) if current.expires_at <= Utc::now() => {
+                            // An expired claim is replaced only if it is still
+                            // the one just read.
+                            refresh(&mut info, options.ttl);
+                            let condition = etag.map_or(Condition::None, Condition::Matches);
+                            match claim(remote, &key, &info, condition).await? {
+                                Claim::Taken(etag) => {
+                                    tracing::info!("replaced an expired lock: {current}");
+                                    took_over = Some(current);
+                                    return Ok(Acquired {
+                                        lock: HeldLock::start(
+                                            remote.clone(),
+                                            key,
+                                            info,
+                                            etag,
+                                            options,
+                                        ),
+                                        waited: true,
+                                        took_over,
+                                        conditional_writes,
+                                    });
                                 }
+                                Claim::Refused => continue,
                             }
-                            Some((current, _)) => current,
                         }
-                    }
-                    Err(err) => return Err(err.into()),
+                        Some((current, _)) => current,
+                    },
                 }
             }
         };
@@ -259,6 +251,81 @@ pub async fn acquire(
     }
 }
 
+/// Attempts at one lock write whose outcome stays unclear (a reset or a
+/// timeout after the server may have taken it).
+const CLAIM_ATTEMPTS: usize = 4;
+
+/// The outcome of one conditional lock write.
+enum Claim {
+    /// The lock object is ours, with this ETag.
+    Taken(Option<String>),
+    /// The condition failed: someone else's claim is in place.
+    Refused,
+}
+
+/// Writes `info` to the lock under `condition`. When the outcome is unclear,
+/// or the condition failed, the lock is read back: if it carries our id,
+/// an earlier attempt of ours got through and the claim is taken. The
+/// write is tried again only while the outcome stays unclear.
+async fn claim(
+    remote: &Remote,
+    key: &str,
+    info: &LockInfo,
+    condition: Condition,
+) -> Result<Claim, LockError> {
+    let body = Bytes::from(serde_json::to_vec_pretty(info).expect("lock serializes"));
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let error = match remote
+            .put_internal(key, body.clone(), condition.clone())
+            .await
+        {
+            Ok(etag) => return Ok(Claim::Taken(etag)),
+            Err(err @ (RemoteError::AlreadyExists { .. } | RemoteError::Precondition { .. })) => {
+                err
+            }
+            Err(err @ RemoteError::Store { .. }) => err,
+            Err(err) => return Err(err.into()),
+        };
+        let refused = matches!(
+            error,
+            RemoteError::AlreadyExists { .. } | RemoteError::Precondition { .. }
+        );
+
+        // Whose claim is in place now?
+        match read(remote).await {
+            Ok(Some((current, etag))) if current.id == info.id => {
+                tracing::debug!("lock write {key} reported \"{error}\", but the lock is ours");
+                return Ok(Claim::Taken(etag));
+            }
+            Ok(_) if refused => return Ok(Claim::Refused),
+            Err(err) if refused => return Err(err),
+            _ => {}
+        }
+        if attempt >= CLAIM_ATTEMPTS {
+            return Err(error.into());
+        }
+        tracing::info!("lock write {key} failed ({error}); trying again");
+    }
+}
+
+/// Deletes an internal object, trying again when the outcome is unclear
+/// (object_store does not retry bulk deletes after a reset).
+async fn delete_with_retries(remote: &Remote, key: &str) -> Result<(), RemoteError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match remote.delete_internal(key).await {
+            Ok(()) => return Ok(()),
+            Err(err) if attempt < CLAIM_ATTEMPTS => {
+                tracing::info!("delete {key} failed ({err}); trying again");
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
 /// Removes the lock with `id`, whoever holds it.
 pub async fn force_unlock(remote: &Remote, id: &str) -> Result<LockInfo, LockError> {
     let key = lock_key(remote);
@@ -272,7 +339,7 @@ pub async fn force_unlock(remote: &Remote, id: &str) -> Result<LockInfo, LockErr
             current: Box::new(current),
         });
     }
-    remote.delete_internal(&key).await?;
+    delete_with_retries(remote, &key).await?;
     Ok(current)
 }
 
@@ -286,17 +353,28 @@ async fn probe_conditional_writes(remote: &Remote) -> Result<bool, LockError> {
     }
     let key = format!("{}/{PROBE_FILE}", remote.internal_prefix());
     let condition = Condition::Matches("r2sync-probe-never-matches".into());
-    match remote
-        .put_internal(&key, Bytes::from_static(b"{}"), condition)
-        .await
-    {
-        Err(RemoteError::Precondition { .. }) => Ok(true),
-        Ok(_) => {
-            tracing::debug!("{remote} accepted a write with a failing If-Match");
-            remote.delete_internal(&key).await?;
-            Ok(false)
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match remote
+            .put_internal(&key, Bytes::from_static(b"{}"), condition.clone())
+            .await
+        {
+            Err(RemoteError::Precondition { .. }) => return Ok(true),
+            Ok(_) => {
+                tracing::debug!("{remote} accepted a write with a failing If-Match");
+                // A probe object left behind is harmless: it lies in the
+                // internal folder and the next probe replaces it.
+                if let Err(err) = delete_with_retries(remote, &key).await {
+                    tracing::warn!("cannot delete {key}: {err}");
+                }
+                return Ok(false);
+            }
+            Err(err @ RemoteError::Store { .. }) if attempt < CLAIM_ATTEMPTS => {
+                tracing::info!("conditional-write probe {key} failed ({err}); trying again");
+            }
+            Err(err) => return Err(err.into()),
         }
-        Err(err) => Err(err.into()),
     }
 }
 
@@ -374,16 +452,14 @@ impl HeldLock {
                 loop {
                     tokio::time::sleep(period).await;
                     refresh(&mut info, ttl);
-                    let body =
-                        Bytes::from(serde_json::to_vec_pretty(&info).expect("lock serializes"));
                     let current = etag.lock().expect("lock etag").clone();
                     let condition = current.map_or(Condition::None, Condition::Matches);
-                    match remote.put_internal(&key, body, condition).await {
-                        Ok(new) => {
+                    match claim(&remote, &key, &info, condition).await {
+                        Ok(Claim::Taken(new)) => {
                             tracing::debug!("renewed lock {key} until {}", info.expires_at);
                             *etag.lock().expect("lock etag") = new;
                         }
-                        Err(RemoteError::Precondition { .. }) => {
+                        Ok(Claim::Refused) => {
                             tracing::error!(
                                 "lost lock {key}: another run replaced it; changes already in flight finish, and conditional writes protect the rest"
                             );
@@ -420,7 +496,7 @@ impl HeldLock {
         if lost {
             return Ok(());
         }
-        self.remote.delete_internal(&self.key).await?;
+        delete_with_retries(&self.remote, &self.key).await?;
         tracing::info!("released lock {}", self.key);
         Ok(())
     }

@@ -104,7 +104,7 @@ pub const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024 - 5 * 1024 * 1024;
 impl Default for RequestPolicy {
     fn default() -> Self {
         RequestPolicy {
-            retries: 5,
+            retries: 10,
             timeout: Duration::from_secs(30),
             retry_timeout: Duration::from_secs(120),
             max_backoff: Duration::from_secs(15),

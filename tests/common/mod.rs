@@ -267,7 +267,11 @@ fn secrets() -> Vec<String> {
 
 /// The configured servers, without the skip message of [`servers`].
 fn servers_quiet() -> Vec<Server> {
-    if std::env::var("R2SYNC_TEST_SERVERS").unwrap_or_default().trim().is_empty() {
+    if std::env::var("R2SYNC_TEST_SERVERS")
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+    {
         return Vec::new();
     }
     servers()
@@ -566,7 +570,10 @@ impl FaultProxy {
             }
             if let Some(status) = child.try_wait().unwrap() {
                 let log = std::fs::read_to_string(dir.path().join("proxy.stderr"));
-                panic!("fault_proxy.py exited with {status}: {}", log.unwrap_or_default());
+                panic!(
+                    "fault_proxy.py exited with {status}: {}",
+                    log.unwrap_or_default()
+                );
             }
             assert!(
                 std::time::Instant::now() < deadline,
@@ -580,7 +587,7 @@ impl FaultProxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// `upstream` as reached through the proxy: same bucket and
+    /// Returns `upstream` as reached through the proxy: same bucket and
     /// credentials, the proxy's endpoint.
     pub fn server(&self, upstream: &Server) -> Server {
         Server {
@@ -589,8 +596,8 @@ impl FaultProxy {
         }
     }
 
-    /// The counters of `GET /__proxy/stats`: requests by method, faults by
-    /// kind and R2 emulation responses by status.
+    /// Returns the counters of `GET /__proxy/stats`: requests by method,
+    /// faults by kind and R2 emulation responses by status.
     pub fn stats(&self) -> serde_json::Value {
         self.control("GET", "/__proxy/stats", "")
     }
@@ -606,8 +613,8 @@ impl FaultProxy {
         self.control("POST", "/__proxy/reset", "");
     }
 
-    /// The request log: one line per request with method, target, status
-    /// or fault, and latency.
+    /// Returns the request log, one line per request with method, target,
+    /// status or fault, and latency.
     pub fn request_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("requests.log")).unwrap_or_default()
     }
