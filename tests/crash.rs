@@ -17,7 +17,7 @@ const KILLS: usize = 30;
 /// Upper bound of kill attempts, because an apply may finish before its kill.
 const MAX_ATTEMPTS: usize = 80;
 
-const SEED: u64 = 0x5eed_0f_c4a5;
+const SEED: u64 = 0x005e_ed0f_c4a5;
 
 /// A seeded SplitMix64 generator, so that a failing run can be replayed.
 struct Random(u64);
@@ -175,7 +175,7 @@ fn killed_applies_recover() {
         }
         let full_ms_to = |attempt: usize| match attempt {
             0 => full_ms[0],
-            _ if attempt % history.len() == 0 => full_ms[history.len()],
+            _ if attempt.is_multiple_of(history.len()) => full_ms[history.len()],
             _ => full_ms[attempt % history.len()],
         };
 
@@ -197,7 +197,7 @@ fn killed_applies_recover() {
             // Half of the delays cover the whole run, the other half its
             // end, where the archive copies, deletes and manifest write are.
             let full = full_ms_to(attempt);
-            let delay_ms = if random.next() % 2 == 0 {
+            let delay_ms = if random.next().is_multiple_of(2) {
                 random.between(0, full * 13 / 10)
             } else {
                 random.between(full * 6 / 10, full * 11 / 10)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Run the test suite against local Garage and moto servers: start them, export
-# their endpoints and credentials, run `cargo test --locked` with this script's
-# arguments, and stop the servers on exit. Without arguments, the integration
-# tests then run once more with trace logs. Exits with cargo's exit code.
+# their endpoints and credentials, run the tests, and stop the servers on exit.
+# Without arguments: unit and quick integration tests, then the integration
+# tests that use credentials at trace level (see below). With arguments: only
+# `cargo test --locked ARGS`. Exits with cargo's exit code.
 #
-# Example: bash tests/run.sh -- --nocapture
+# Example: bash tests/run.sh --test locking -- --nocapture
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,15 +35,35 @@ export NO_PROXY=127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}
 export no_proxy=$NO_PROXY
 
 status=0
-cargo test --locked "$@" || status=$?
+if [[ $# -gt 0 ]]; then
+    cargo test --locked "$@" || status=$?
+    exit "$status"
+fi
 
-# Once more at trace level (-vvv) for every test that gives r2sync
-# credentials or tokens: the shared helpers fail a test whose output
-# contains a secret access key. The two front matter tests use no
-# credentials and are left out to save time.
-if [[ $status -eq 0 && $# -eq 0 ]]; then
-    R2SYNC_TEST_TRACE=1 cargo test --locked \
-        $(find tests -maxdepth 1 -name '*.rs' ! -name fixtures.rs ! -name front_matter_reference.rs \
-            -printf '--test %f\n' | sed 's/\.rs$//') || status=$?
+# Integration tests, one `--test NAME` per file in tests/, minus the names given.
+test_targets() {
+    local file name
+    for file in tests/*.rs; do
+        name=$(basename "$file" .rs)
+        if [[ " $* " != *" $name "* ]]; then
+            printf -- '--test %s ' "$name"
+        fi
+    done
+}
+
+# The fault-injecting proxy that some tests use must work first.
+python3 tests/servers/fault_proxy.py --self-test || exit 1
+
+# The unit tests and the quick integration tests at the normal log level.
+# shellcheck disable=SC2046
+cargo test --locked --lib --bins $(test_targets e2e_hugo faults crash) || status=$?
+
+# Then every test that gives r2sync credentials or tokens at trace level
+# (-vvv): the shared helpers fail a test whose output contains a secret
+# access key. The three long tests run only here, so each scenario runs once
+# with the most verbose logs. The two front matter tests use no credentials.
+if [[ $status -eq 0 ]]; then
+    # shellcheck disable=SC2046
+    R2SYNC_TEST_TRACE=1 cargo test --locked $(test_targets fixtures front_matter_reference) || status=$?
 fi
 exit "$status"
