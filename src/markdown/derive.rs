@@ -119,6 +119,10 @@ fn collapse_spaces(text: &str) -> String {
 pub fn count_words(text: &str) -> usize {
     text.unicode_words()
         .map(|word| {
+            // Most words are ASCII, where no character is CJK.
+            if word.is_ascii() {
+                return usize::from(word.bytes().any(|byte| byte.is_ascii_alphanumeric()));
+            }
             let cjk = word.chars().filter(|&character| is_cjk(character)).count();
             let other = word
                 .chars()
