@@ -111,7 +111,7 @@ fn mixed_state(desired: &DesiredState) -> ActualState {
             );
         } else if index % 20 == 10 {
             let mut metadata = object.metadata.clone();
-            metadata.insert(META_TITLE.to_string(), format!("Old title {index}"));
+            metadata.insert(META_TITLE, format!("Old title {index}"));
             let changed = DesiredObject::new(
                 object.key.clone(),
                 object.source_path.clone(),
