@@ -446,6 +446,9 @@ impl Assembly {
 /// Folds a key by Unicode normalization (NFC) and letter case, so that keys
 /// that collide on case-insensitive file systems and sites fold alike.
 fn fold_key(key: &str) -> String {
+    if key.is_ascii() {
+        return key.to_ascii_lowercase();
+    }
     key.nfc().flat_map(char::to_lowercase).collect()
 }
 

@@ -1,5 +1,8 @@
 //! Timing helpers shared by the micro-benchmarks (no harness crate).
 
+// Each benchmark uses a part of these helpers.
+#![allow(dead_code)]
+
 use std::time::{Duration, Instant};
 
 /// Best and median time of one call to `routine`.
