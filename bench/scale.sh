@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Measures `r2sync plan` against an empty file:// target on generated
-# repositories of N small Markdown documents, and prints a Markdown table
-# of wall time, peak resident memory and the time of the desired-state
-# build as logged.
+# repositories of N small Markdown documents. Prints a Markdown table of
+# wall time, CPU time, peak resident memory and the time of the
+# desired-state build as logged. CPU time (user plus system) is steadier
+# than wall time when other processes compete for the cores.
 #
 # Usage: bench/scale.sh [N ...]        (default: 10000 100000 1000000)
 #
@@ -59,22 +60,24 @@ ensure_repository() {
     generate_stream "$count" | git -C "$dir" fast-import --quiet
 }
 
-echo "| documents | wall time | peak RSS | desired state built in | µs per document |"
-echo "|---:|---:|---:|---:|---:|"
+echo "| documents | wall time | CPU time | peak RSS | desired state built in | wall µs per document |"
+echo "|---:|---:|---:|---:|---:|---:|"
 for count in "${sizes[@]}"; do
     ensure_repository "$count"
     target="$work/empty-target"
     rm -rf "$target"
     mkdir -p "$target"
     log="$work/plan-$count.log"
-    /usr/bin/time -f 'TIME %e %M' -o "$work/time-$count.txt" \
+    /usr/bin/time -f 'TIME %e %U %S %M' -o "$work/time-$count.txt" \
         "$bin" --log-format json -v --no-progress plan \
         --repo "$work/repo-$count" --target "file://$target" \
         >/dev/null 2>"$log"
-    read -r _ seconds kib <"$work/time-$count.txt"
+    read -r _ seconds user system kib <"$work/time-$count.txt"
     built_ms=$(grep -o '"built desired state"[^}]*"elapsed_ms":[0-9]*' "$log" \
         | grep -o '[0-9]*$' || true)
-    awk -v n="$count" -v s="$seconds" -v k="$kib" -v b="${built_ms:-0}" 'BEGIN {
-        printf "| %d | %.2f s | %.0f MiB | %.2f s | %.1f |\n", n, s, k / 1024, b / 1000, s * 1e6 / n
+    awk -v n="$count" -v s="$seconds" -v u="$user" -v y="$system" -v k="$kib" \
+        -v b="${built_ms:-0}" 'BEGIN {
+        printf "| %d | %.2f s | %.2f s | %.0f MiB | %.2f s | %.1f |\n",
+            n, s, u + y, k / 1024, b / 1000, s * 1e6 / n
     }'
 done
