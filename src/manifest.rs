@@ -14,7 +14,7 @@ use unicode_normalization::UnicodeNormalization;
 
 use crate::markdown::{Heading, MarkdownError, NormalizeOptions};
 use crate::rules::Rules;
-use crate::source::{BlobReader, Repo, SourceError, SourceFile};
+use crate::source::{self, Repo, SourceError, SourceFile};
 
 pub use user_metadata::UserMetadata;
 
@@ -297,31 +297,31 @@ pub fn object_key(prefix: &str, path: &str) -> String {
 /// Reads and normalizes every selected file. `on_file` is called after each
 /// file is read, for progress reporting.
 ///
-/// Files are read and normalized on one worker thread per available core,
-/// each with its own repository handle. The result, warnings and errors
-/// included, is the same as if the files were handled one by one in order.
+/// Files are read on the calling thread and normalized on one worker thread
+/// per available core. The result, warnings and errors included, is the
+/// same as if the files were handled one by one in order.
 pub fn build(
     repo: &Repo,
     files: &[SourceFile],
     options: &DesiredOptions,
     mut on_file: impl FnMut(),
 ) -> Result<DesiredState, ManifestError> {
-    let workers = (0..parallel::worker_count(files.len()))
-        .map(|_| Ok((BlobReader::open(repo)?, document::HeaderSets::default())))
-        .collect::<Result<Vec<_>, SourceError>>()?;
+    let header_sets = (0..parallel::worker_count(files.len()))
+        .map(|_| document::HeaderSets::default())
+        .collect();
     let mut assembly = Assembly::with_capacity(files.len());
     parallel::map_in_order(
         files,
-        workers,
-        |(reader, header_sets), file| {
-            let raw = reader.read(file)?;
-            Ok(document::prepare(file, raw, options, header_sets))
-        },
-        |file, outcome: Result<document::FileOutcome, SourceError>| {
-            let outcome = outcome?;
+        |file| {
+            let raw = source::read_blob(repo, file)?;
             on_file();
+            Ok::<_, ManifestError>(raw)
+        },
+        header_sets,
+        |header_sets, file, raw| document::prepare(file, raw, options, header_sets),
+        |file, outcome| {
             assembly.add(file, outcome);
-            Ok::<(), ManifestError>(())
+            Ok(())
         },
     )?;
     assembly.finish(options)

@@ -741,50 +741,19 @@ pub fn is_lfs_pointer(content: &[u8]) -> bool {
 
 /// Reads the content of one selected file.
 pub fn read_blob(repo: &Repo, file: &SourceFile) -> Result<Vec<u8>, SourceError> {
-    read_content(&repo.repo, repo.repo.workdir(), file)
-}
-
-/// A reader of file contents for one thread. It has its own handle on the
-/// repository, because git2's `Repository` is not `Sync`.
-pub struct BlobReader {
-    repository: Repository,
-    workdir: Option<PathBuf>,
-}
-
-impl BlobReader {
-    /// Opens another handle on the repository of `repo`.
-    pub fn open(repo: &Repo) -> Result<Self, SourceError> {
-        let repository =
-            Repository::open(repo.repo.path()).map_err(|source| SourceError::Open {
-                repo: repo.display.clone(),
-                source,
-            })?;
-        Ok(BlobReader {
-            repository,
-            workdir: repo.repo.workdir().map(Path::to_path_buf),
-        })
-    }
-
-    /// Reads the content of one selected file.
-    pub fn read(&self, file: &SourceFile) -> Result<Vec<u8>, SourceError> {
-        read_content(&self.repository, self.workdir.as_deref(), file)
-    }
-}
-
-fn read_content(
-    repository: &Repository,
-    workdir: Option<&Path>,
-    file: &SourceFile,
-) -> Result<Vec<u8>, SourceError> {
     if file.from_worktree {
-        let workdir = workdir.expect("work tree files come from a work tree");
+        let workdir = repo
+            .repo
+            .workdir()
+            .expect("work tree files come from a work tree");
         let path = workdir.join(&file.repo_path);
         return fs::read(&path).map_err(|source| SourceError::Io {
             context: format!("cannot read {}", path.display()),
             source,
         });
     }
-    let blob = repository
+    let blob = repo
+        .repo
         .find_blob(file.blob)
         .map_err(|source| SourceError::Blob {
             path: file.repo_path.clone(),

@@ -198,19 +198,18 @@ fn count_ascii_words(text: &[u8]) -> usize {
                 continue;
             }
             let after_class = text.get(index + 2).map(|&byte| word_class(byte));
-            let across = match (class, next_class, after_class) {
+            let across = matches!(
+                (class, next_class, after_class),
                 (
                     WordClass::Letter,
                     WordClass::MidLetter | WordClass::MidNumLet,
                     Some(WordClass::Letter),
-                ) => true,
-                (
+                ) | (
                     WordClass::Numeric,
                     WordClass::MidNum | WordClass::MidNumLet,
                     Some(WordClass::Numeric),
-                ) => true,
-                _ => false,
-            };
+                )
+            );
             if !across {
                 break;
             }
