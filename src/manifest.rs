@@ -1,16 +1,22 @@
 //! The desired state: every object the bucket should contain for one commit,
 //! with its exact body, headers, user metadata and fingerprint.
 
-use std::collections::BTreeMap;
+mod document;
+mod parallel;
+mod user_metadata;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
-use crate::markdown::{self, Heading, MarkdownError, NormalizeOptions};
-use crate::remote::metadata;
-use crate::rules::{self, Rules};
+use crate::markdown::{Heading, MarkdownError, NormalizeOptions};
+use crate::rules::Rules;
 use crate::source::{self, Repo, SourceError, SourceFile};
+
+pub use user_metadata::UserMetadata;
 
 /// Content-Type of every uploaded document unless a rule sets another.
 pub const MARKDOWN_CONTENT_TYPE: &str = "text/markdown; charset=utf-8";
@@ -34,11 +40,6 @@ pub const META_PREFIX: &str = "r2sync-prefix";
 /// (names plus values). R2 allows 8 KiB.
 pub const DEFAULT_MAX_METADATA_BYTES: usize = 2048;
 
-/// Maximum title and description length kept in metadata, in bytes before
-/// encoding, so that the default limit leaves room for mapped fields.
-const MAX_TITLE_BYTES: usize = 512;
-const MAX_DESCRIPTION_BYTES: usize = 256;
-
 /// What identifies an object's content: a combined hash and the hashes of
 /// its parts, so that a difference can be explained (content, headers or
 /// metadata). Each is a blake3 hash in hex.
@@ -60,9 +61,10 @@ pub struct DesiredObject {
     pub source_path: String,
     pub body: Bytes,
     /// HTTP headers by lowercase name; `content-type` is always present.
-    pub headers: BTreeMap<String, String>,
+    /// Objects with the same headers share one map.
+    pub headers: Arc<BTreeMap<String, String>>,
     /// User metadata without the fingerprint entries.
-    pub metadata: BTreeMap<String, String>,
+    pub metadata: UserMetadata,
     pub fingerprint: Fingerprint,
 }
 
@@ -72,10 +74,13 @@ impl DesiredObject {
         key: String,
         source_path: String,
         body: Bytes,
-        headers: BTreeMap<String, String>,
-        metadata: BTreeMap<String, String>,
+        headers: impl Into<Arc<BTreeMap<String, String>>>,
+        metadata: impl Into<UserMetadata>,
     ) -> Self {
-        let fingerprint = fingerprint(&body, &headers, &metadata);
+        let headers = headers.into();
+        let mut metadata = metadata.into();
+        metadata.shrink_to_fit();
+        let fingerprint = fingerprint(&body, headers.iter(), &metadata);
         DesiredObject {
             key,
             source_path,
@@ -88,7 +93,7 @@ impl DesiredObject {
 
     /// The user metadata sent with the object, fingerprint included.
     pub fn metadata_with_fingerprint(&self) -> BTreeMap<String, String> {
-        let mut all = self.metadata.clone();
+        let mut all = self.metadata.to_map();
         all.insert(META_HASH.into(), self.fingerprint.hash.clone());
         all.insert(META_BODY.into(), self.fingerprint.body.clone());
         all.insert(META_HEADERS.into(), self.fingerprint.headers.clone());
@@ -102,32 +107,42 @@ pub fn content_type_headers(content_type: &str) -> BTreeMap<String, String> {
 }
 
 /// Computes the fingerprint of an object from exactly what is uploaded.
-pub fn fingerprint(
+/// `headers` and `metadata` are name/value pairs in name order, such as a
+/// `&BTreeMap<String, String>` or a `&UserMetadata`.
+pub fn fingerprint<HeaderName, HeaderValue, MetadataName, MetadataValue>(
     body: &[u8],
-    headers: &BTreeMap<String, String>,
-    metadata: &BTreeMap<String, String>,
-) -> Fingerprint {
+    headers: impl IntoIterator<Item = (HeaderName, HeaderValue)>,
+    metadata: impl IntoIterator<Item = (MetadataName, MetadataValue)>,
+) -> Fingerprint
+where
+    HeaderName: AsRef<str>,
+    HeaderValue: AsRef<str>,
+    MetadataName: AsRef<str>,
+    MetadataValue: AsRef<str>,
+{
     fingerprint_from_parts(&blake3::hash(body).to_hex(), headers, metadata)
 }
 
 /// Computes a fingerprint from the hex blake3 hash of a body and the
 /// headers and user metadata of an object (fingerprint entries in the
 /// metadata are ignored), for objects whose body is known by its hash.
-pub fn fingerprint_from_parts(
+/// Both are name/value pairs in name order.
+pub fn fingerprint_from_parts<HeaderName, HeaderValue, MetadataName, MetadataValue>(
     body_hash: &str,
-    headers: &BTreeMap<String, String>,
-    metadata: &BTreeMap<String, String>,
-) -> Fingerprint {
-    let headers_hash = hash_fields(
-        headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str())),
-    );
+    headers: impl IntoIterator<Item = (HeaderName, HeaderValue)>,
+    metadata: impl IntoIterator<Item = (MetadataName, MetadataValue)>,
+) -> Fingerprint
+where
+    HeaderName: AsRef<str>,
+    HeaderValue: AsRef<str>,
+    MetadataName: AsRef<str>,
+    MetadataValue: AsRef<str>,
+{
+    let headers_hash = hash_fields(headers);
     let metadata_hash = hash_fields(
         metadata
-            .iter()
-            .filter(|(name, _)| ![META_HASH, META_BODY, META_HEADERS].contains(&name.as_str()))
-            .map(|(name, value)| (name.as_str(), value.as_str())),
+            .into_iter()
+            .filter(|(name, _)| ![META_HASH, META_BODY, META_HEADERS].contains(&name.as_ref())),
     );
 
     let mut combined = blake3::Hasher::new();
@@ -145,9 +160,12 @@ pub fn fingerprint_from_parts(
 
 /// Hashes name/value pairs with separators that cannot occur in header
 /// names, so that no two different lists hash alike.
-fn hash_fields<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> blake3::Hash {
+fn hash_fields(
+    fields: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<str>)>,
+) -> blake3::Hash {
     let mut hasher = blake3::Hasher::new();
     for (name, value) in fields {
+        let (name, value) = (name.as_ref(), value.as_ref());
         hasher.update(name.as_bytes());
         hasher.update(b"\0");
         hasher.update(&(value.len() as u64).to_le_bytes());
@@ -277,185 +295,181 @@ pub fn object_key(prefix: &str, path: &str) -> String {
 }
 
 /// Reads and normalizes every selected file. `on_file` is called after each
-/// file, for progress reporting.
+/// file is read, for progress reporting.
+///
+/// Files are read on the calling thread and normalized on one worker thread
+/// per available core. The result, warnings and errors included, is the
+/// same as if the files were handled one by one in order.
 pub fn build(
     repo: &Repo,
     files: &[SourceFile],
     options: &DesiredOptions,
     mut on_file: impl FnMut(),
 ) -> Result<DesiredState, ManifestError> {
-    let mut state = DesiredState::default();
-    // Case- and normalization-folded key to the source path that claimed it.
-    let mut claimed: BTreeMap<String, (String, String)> = BTreeMap::new();
-    let mut catalog = Vec::new();
-    // Problems in documents are collected, so that one run reports them all.
-    let mut errors = Vec::new();
-
-    for file in files {
-        let raw = source::read_blob(repo, file)?;
-        on_file();
-
-        // An LFS pointer stands for content stored elsewhere, which r2sync
-        // cannot read from the repository.
-        if source::is_lfs_pointer(&raw) {
-            if options.skip_lfs {
-                state.warnings.push(format!(
-                    "{}: Git LFS pointer skipped; its content is not in the repository",
-                    file.repo_path
-                ));
-            } else {
-                errors.push(ManifestError::LfsPointer {
-                    path: file.repo_path.clone(),
-                });
-            }
-            continue;
-        }
-        let mut document = match markdown::normalize(&file.repo_path, &raw, &options.normalize) {
-            Ok(document) => document,
-            Err(err) => {
-                errors.push(err.into());
-                continue;
-            }
-        };
-        state.warnings.append(&mut document.warnings);
-
-        if options.skip_drafts {
-            if let Some(text) = draft_lookalike(document.front_matter.as_ref()) {
-                state.warnings.push(format!(
-                    "{}: draft: {text} is not the boolean true, so the document is published; write draft: true",
-                    file.repo_path
-                ));
-            }
-        }
-        if options.skip_drafts && is_draft(document.front_matter.as_ref()) {
-            tracing::info!(path = %file.repo_path, "skipping draft");
-            state.skipped_drafts.push(file.repo_path.clone());
-            continue;
-        }
-
-        // The key: rules map the path, and keys are NFC, as R2 stores them.
-        let resolved = options.rules.resolve(&file.path);
-        let key: String = object_key(&options.prefix, &rules::map_path(&file.path, &resolved))
-            .nfc()
-            .collect();
-        if let Err(err) = object_store::path::Path::parse(&key) {
-            errors.push(ManifestError::InvalidKey {
-                path: file.repo_path.clone(),
-                key,
-                reason: err.to_string(),
-            });
-            continue;
-        }
-        if let Err(err) = claim_key(&mut claimed, &key, &file.repo_path) {
-            errors.push(err);
-            continue;
-        }
-
-        // Headers: Markdown by default, then the rules.
-        let mut headers = content_type_headers(MARKDOWN_CONTENT_TYPE);
-        headers.extend(resolved.headers);
-
-        // Metadata: what r2sync derives, mapped front matter, then the rules.
-        let mut user_metadata = BTreeMap::new();
-        user_metadata.insert(META_PATH.to_string(), file.repo_path.clone());
-        user_metadata.insert(
-            META_TITLE.to_string(),
-            truncate_utf8(&document.title, MAX_TITLE_BYTES),
-        );
-        user_metadata.insert(META_PREFIX.to_string(), prefix_metadata(&options.prefix));
-        user_metadata.insert(META_WORDS.to_string(), document.word_count.to_string());
-        if let Some(description) = &document.description {
-            user_metadata.insert(
-                META_DESCRIPTION.to_string(),
-                truncate_utf8(description, MAX_DESCRIPTION_BYTES),
-            );
-        }
-        if let Some(matter) = &document.front_matter {
-            for (field, name) in &options.front_matter_metadata {
-                if let Some(value) = matter.get(field).and_then(metadata_text) {
-                    user_metadata.insert(name.clone(), value);
-                }
-            }
-        }
-        user_metadata.extend(resolved.metadata);
-
-        let object = DesiredObject::new(
-            key.clone(),
-            file.repo_path.clone(),
-            Bytes::from(std::mem::take(&mut document.body)),
-            headers,
-            user_metadata,
-        );
-        if let Err(err) = check_metadata_size(&object, options.max_metadata_bytes) {
-            errors.push(err);
-            continue;
-        }
-
-        if options.catalog.is_some() {
-            catalog.push(CatalogLine {
-                key: key.clone(),
-                path: file.repo_path.clone(),
-                title: document.title.clone(),
-                headings: std::mem::take(&mut document.headings),
-                word_count: document.word_count,
-                description: document.description.clone(),
-                front_matter: document.front_matter.take(),
-                body_hash: object.fingerprint.body.clone(),
-            });
-        }
-        state.objects.insert(key, object);
-    }
-
-    for rule in options.rules.unused() {
-        state
-            .warnings
-            .push(format!("{rule} matches no document; check its glob"));
-    }
-    match errors.len() {
-        0 => {}
-        1 => return Err(errors.remove(0)),
-        _ => return Err(ManifestError::Documents { errors }),
-    }
-    if options.local_target {
-        check_file_folder_collisions(&state)?;
-    }
-    if let Some(catalog_key) = &options.catalog {
-        let key = object_key(&options.prefix, catalog_key);
-        claim_key(&mut claimed, &key, "(catalog)")?;
-        state
-            .objects
-            .insert(key.clone(), catalog_object(key, &options.prefix, catalog));
-    }
-    Ok(state)
+    let header_sets = (0..parallel::worker_count(files.len()))
+        .map(|_| document::HeaderSets::default())
+        .collect();
+    let mut assembly = Assembly::with_capacity(files.len());
+    parallel::map_in_order(
+        files,
+        |file| {
+            let raw = source::read_blob(repo, file)?;
+            on_file();
+            Ok::<_, ManifestError>(raw)
+        },
+        header_sets,
+        |header_sets, file, raw| document::prepare(file, raw, options, header_sets),
+        |file, outcome| {
+            assembly.add(file, outcome);
+            Ok(())
+        },
+    )?;
+    assembly.finish(options)
 }
 
-/// Records `key` for `path`, or fails when another path already claimed the
-/// same key, exactly or up to case and Unicode normalization.
-fn claim_key(
-    claimed: &mut BTreeMap<String, (String, String)>,
-    key: &str,
-    path: &str,
-) -> Result<(), ManifestError> {
-    let folded: String = key.nfc().flat_map(char::to_lowercase).collect();
-    if let Some((first, first_key)) = claimed.get(&folded) {
-        let same_nfc = |a: &str, b: &str| a.nfc().eq(b.nfc());
-        let how = if first_key != key {
-            " (keys that differ only in letter case collide on case-insensitive file systems and sites)"
-        } else if first != path && same_nfc(first, path) {
-            " (the names differ only in Unicode normalization, NFC and NFD)"
-        } else {
-            ""
-        };
-        return Err(ManifestError::KeyCollision {
-            first: first.clone(),
-            second: path.to_string(),
-            first_key: first_key.clone(),
-            key: key.to_string(),
-            how,
-        });
+/// The parts of the desired state that depend on more than one file,
+/// filled in file order.
+struct Assembly {
+    /// Accepted objects by key, in file order.
+    entries: Vec<(String, DesiredObject)>,
+    /// Folded key to the index in `entries` of the object that claimed it.
+    claims: HashMap<String, usize>,
+    catalog: Vec<CatalogLine>,
+    /// Problems in documents are collected, so that one run reports them all.
+    errors: Vec<ManifestError>,
+    warnings: Vec<String>,
+    skipped_drafts: Vec<String>,
+}
+
+impl Assembly {
+    fn with_capacity(files: usize) -> Self {
+        Assembly {
+            entries: Vec::with_capacity(files),
+            claims: HashMap::with_capacity(files),
+            catalog: Vec::new(),
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            skipped_drafts: Vec::new(),
+        }
     }
-    claimed.insert(folded, (path.to_string(), key.to_string()));
-    Ok(())
+
+    fn add(&mut self, file: &SourceFile, outcome: document::FileOutcome) {
+        self.warnings.extend(outcome.warnings);
+        let prepared = match outcome.result {
+            document::FileResult::Skipped => return,
+            document::FileResult::Draft => {
+                self.skipped_drafts.push(file.repo_path.clone());
+                return;
+            }
+            document::FileResult::Failed(err) => {
+                self.errors.push(err);
+                return;
+            }
+            document::FileResult::Object(prepared) => *prepared,
+        };
+
+        if let Err(err) =
+            self.check_claim(&prepared.folded_key, &prepared.object.key, &file.repo_path)
+        {
+            self.errors.push(err);
+            return;
+        }
+        self.claims.insert(prepared.folded_key, self.entries.len());
+        // An object over the metadata limit keeps its claim, so that a later
+        // file with the same key is reported too. The build fails anyway.
+        if let Some(err) = prepared.oversize {
+            self.errors.push(err);
+        } else if let Some(line) = prepared.catalog {
+            self.catalog.push(line);
+        }
+        self.entries
+            .push((prepared.object.key.clone(), prepared.object));
+    }
+
+    /// Fails when an earlier object claimed the same key, exactly or up to
+    /// case and Unicode normalization.
+    fn check_claim(&self, folded_key: &str, key: &str, path: &str) -> Result<(), ManifestError> {
+        match self.claims.get(folded_key) {
+            Some(&index) => {
+                let (first_key, first) = &self.entries[index];
+                Err(key_collision(&first.source_path, first_key, path, key))
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn finish(mut self, options: &DesiredOptions) -> Result<DesiredState, ManifestError> {
+        for rule in options.rules.unused() {
+            self.warnings
+                .push(format!("{rule} matches no document; check its glob"));
+        }
+        match self.errors.len() {
+            0 => {}
+            1 => return Err(self.errors.remove(0)),
+            _ => {
+                return Err(ManifestError::Documents {
+                    errors: self.errors,
+                })
+            }
+        }
+        let catalog_key = options
+            .catalog
+            .as_ref()
+            .map(|catalog_key| object_key(&options.prefix, catalog_key));
+        let catalog_claim = match &catalog_key {
+            Some(key) => self.check_claim(&fold_key(key), key, "(catalog)"),
+            None => Ok(()),
+        };
+        drop(self.claims);
+
+        // Collecting sorts the entries (they usually are sorted already) and
+        // fills every node of the map, which inserting one by one does not.
+        let mut state = DesiredState {
+            objects: self.entries.into_iter().collect(),
+            warnings: self.warnings,
+            skipped_drafts: self.skipped_drafts,
+        };
+        if options.local_target {
+            check_file_folder_collisions(&state)?;
+        }
+        if let Some(key) = catalog_key {
+            catalog_claim?;
+            state.objects.insert(
+                key.clone(),
+                catalog_object(key, &options.prefix, self.catalog),
+            );
+        }
+        Ok(state)
+    }
+}
+
+/// Folds a key by Unicode normalization (NFC) and letter case, so that keys
+/// that collide on case-insensitive file systems and sites fold alike.
+fn fold_key(key: &str) -> String {
+    if key.is_ascii() {
+        return key.to_ascii_lowercase();
+    }
+    key.nfc().flat_map(char::to_lowercase).collect()
+}
+
+/// Builds the collision error for `path`, whose key `key` folds like
+/// `first_key` of `first`, an earlier path.
+fn key_collision(first: &str, first_key: &str, path: &str, key: &str) -> ManifestError {
+    let same_nfc = |a: &str, b: &str| a.nfc().eq(b.nfc());
+    let how = if first_key != key {
+        " (keys that differ only in letter case collide on case-insensitive file systems and sites)"
+    } else if first != path && same_nfc(first, path) {
+        " (the names differ only in Unicode normalization, NFC and NFD)"
+    } else {
+        ""
+    };
+    ManifestError::KeyCollision {
+        first: first.to_string(),
+        second: path.to_string(),
+        first_key: first_key.to_string(),
+        key: key.to_string(),
+        how,
+    }
 }
 
 fn check_file_folder_collisions(state: &DesiredState) -> Result<(), ManifestError> {
@@ -473,61 +487,6 @@ fn check_file_folder_collisions(state: &DesiredState) -> Result<(), ManifestErro
         }
     }
     Ok(())
-}
-
-/// Fails when the user metadata, as it would be sent, exceeds the limit.
-fn check_metadata_size(object: &DesiredObject, max: usize) -> Result<(), ManifestError> {
-    let size: usize = object
-        .metadata_with_fingerprint()
-        .iter()
-        .map(|(name, value)| name.len() + metadata::encode(value).len())
-        .sum();
-    if size > max {
-        return Err(ManifestError::MetadataTooLarge {
-            path: object.source_path.clone(),
-            size,
-            max,
-        });
-    }
-    Ok(())
-}
-
-/// Returns the text of a `draft` value that reads like "true" but is not the
-/// boolean (`yes`, `on` and `"true"` are strings in YAML 1.2).
-fn draft_lookalike(front_matter: Option<&serde_json::Value>) -> Option<String> {
-    let draft = front_matter?.get("draft")?.as_str()?;
-    matches!(
-        draft.to_ascii_lowercase().as_str(),
-        "true" | "yes" | "on" | "y"
-    )
-    .then(|| draft.to_string())
-}
-
-fn is_draft(front_matter: Option<&serde_json::Value>) -> bool {
-    front_matter
-        .and_then(|matter| matter.get("draft"))
-        .is_some_and(|draft| draft == &serde_json::Value::Bool(true))
-}
-
-/// The text of a front matter value in metadata: strings as written,
-/// numbers and booleans as parsed, lists of scalars joined with ", ", and
-/// anything else as JSON.
-fn metadata_text(value: &serde_json::Value) -> Option<String> {
-    let scalar = |value: &serde_json::Value| match value {
-        serde_json::Value::String(text) => Some(text.clone()),
-        serde_json::Value::Number(number) => Some(number.to_string()),
-        serde_json::Value::Bool(flag) => Some(flag.to_string()),
-        _ => None,
-    };
-    match value {
-        serde_json::Value::Null => None,
-        serde_json::Value::Array(items) => {
-            let parts: Option<Vec<String>> = items.iter().map(scalar).collect();
-            Some(parts.unwrap_or_else(|| vec![value.to_string()]).join(", "))
-        }
-        serde_json::Value::Object(_) => Some(value.to_string()),
-        other => scalar(other),
-    }
 }
 
 /// One line of the catalog.
@@ -569,17 +528,6 @@ fn catalog_object(key: String, prefix: &str, mut lines: Vec<CatalogLine>) -> Des
 /// Returns the value of the prefix metadata for a target prefix.
 pub fn prefix_metadata(prefix: &str) -> String {
     format!("/{prefix}")
-}
-
-fn truncate_utf8(text: &str, max_bytes: usize) -> String {
-    if text.len() <= max_bytes {
-        return text.to_string();
-    }
-    let mut end = max_bytes;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
 }
 
 #[cfg(test)]
@@ -638,60 +586,37 @@ mod tests {
         assert_eq!(object_key("docs", "a/b.md"), "docs/a/b.md");
     }
 
-    #[test]
-    fn truncation_respects_char_boundaries() {
-        assert_eq!(truncate_utf8("ééé", 3), "é");
-        assert_eq!(truncate_utf8("abc", 10), "abc");
+    /// Claims `key` for `path` the way the build does.
+    fn claim(assembly: &mut Assembly, key: &str, path: &str) -> Result<(), ManifestError> {
+        let folded = fold_key(key);
+        assembly.check_claim(&folded, key, path)?;
+        assembly.claims.insert(folded, assembly.entries.len());
+        let object = DesiredObject::new(
+            key.to_string(),
+            path.to_string(),
+            Bytes::new(),
+            markdown(),
+            metadata("T"),
+        );
+        assembly.entries.push((key.to_string(), object));
+        Ok(())
     }
 
     #[test]
     fn collisions_name_both_paths() {
-        let mut claimed = BTreeMap::new();
-        claim_key(&mut claimed, "docs/Guide.md", "Guide.md").unwrap();
-        let err = claim_key(&mut claimed, "docs/guide.md", "guide.md")
+        let mut assembly = Assembly::with_capacity(4);
+        claim(&mut assembly, "docs/Guide.md", "Guide.md").unwrap();
+        let err = claim(&mut assembly, "docs/guide.md", "guide.md")
             .unwrap_err()
             .to_string();
         assert!(err.contains("Guide.md and guide.md"), "{err}");
         assert!(err.contains("case"), "{err}");
 
         // NFD "é" folds onto NFC "é".
-        claim_key(&mut claimed, "docs/caf\u{e9}.md", "nfc").unwrap();
-        let err = claim_key(&mut claimed, "docs/cafe\u{301}.md", "nfd")
+        claim(&mut assembly, "docs/caf\u{e9}.md", "nfc").unwrap();
+        let err = claim(&mut assembly, "docs/cafe\u{301}.md", "nfd")
             .unwrap_err()
             .to_string();
         assert!(err.contains("nfc and nfd"), "{err}");
-    }
-
-    #[test]
-    fn metadata_text_keeps_strings_as_written() {
-        assert_eq!(
-            metadata_text(&serde_json::json!("2024-01-02")).as_deref(),
-            Some("2024-01-02")
-        );
-        assert_eq!(
-            metadata_text(&serde_json::json!("no")).as_deref(),
-            Some("no")
-        );
-        assert_eq!(
-            metadata_text(&serde_json::json!(["a", "b"])).as_deref(),
-            Some("a, b")
-        );
-        assert_eq!(
-            metadata_text(&serde_json::json!(true)).as_deref(),
-            Some("true")
-        );
-        assert_eq!(
-            metadata_text(&serde_json::json!({"a": 1})).as_deref(),
-            Some("{\"a\":1}")
-        );
-        assert_eq!(metadata_text(&serde_json::Value::Null), None);
-    }
-
-    #[test]
-    fn drafts_need_a_true_boolean() {
-        assert!(is_draft(Some(&serde_json::json!({"draft": true}))));
-        assert!(!is_draft(Some(&serde_json::json!({"draft": "true"}))));
-        assert!(!is_draft(Some(&serde_json::json!({"draft": false}))));
-        assert!(!is_draft(None));
     }
 }

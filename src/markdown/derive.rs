@@ -117,8 +117,15 @@ fn collapse_spaces(text: &str) -> String {
 /// with spaces. In other scripts a word is a run that Unicode word
 /// segmentation (UAX #29) marks as a word.
 pub fn count_words(text: &str) -> usize {
+    if text.is_ascii() {
+        return count_ascii_words(text.as_bytes());
+    }
     text.unicode_words()
         .map(|word| {
+            // Most words are ASCII, where no character is CJK.
+            if word.is_ascii() {
+                return usize::from(word.bytes().any(|byte| byte.is_ascii_alphanumeric()));
+            }
             let cjk = word.chars().filter(|&character| is_cjk(character)).count();
             let other = word
                 .chars()
@@ -126,6 +133,92 @@ pub fn count_words(text: &str) -> usize {
             cjk + usize::from(other)
         })
         .sum()
+}
+
+/// Word break classes of ASCII characters in UAX #29 that matter inside a
+/// word. Every other ASCII character (spaces, line breaks, `"` and the
+/// rest of the punctuation) ends a word.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WordClass {
+    Letter,
+    Numeric,
+    /// `_`, which joins letters and digits.
+    ExtendNumLet,
+    /// `:`, between two letters.
+    MidLetter,
+    /// `,` and `;`, between two digits.
+    MidNum,
+    /// `.` and `'`, between two letters or two digits.
+    MidNumLet,
+    Other,
+}
+
+fn word_class(byte: u8) -> WordClass {
+    match byte {
+        b'a'..=b'z' | b'A'..=b'Z' => WordClass::Letter,
+        b'0'..=b'9' => WordClass::Numeric,
+        b'_' => WordClass::ExtendNumLet,
+        b':' => WordClass::MidLetter,
+        b',' | b';' => WordClass::MidNum,
+        b'.' | b'\'' => WordClass::MidNumLet,
+        _ => WordClass::Other,
+    }
+}
+
+/// Counts the words of ASCII text exactly as `unicode_words` segments it,
+/// without its Unicode tables. A word is a run of letters, digits and `_`
+/// (rules WB5, WB8 to WB10, WB13a and WB13b) that contains a letter or a
+/// digit. The run continues across one `:`, `.` or `'` between two letters
+/// (WB6, WB7), and across one `,`, `;`, `.` or `'` between two digits
+/// (WB11, WB12). The tests compare it with `unicode_words`.
+fn count_ascii_words(text: &[u8]) -> usize {
+    let joins_word = |class| {
+        matches!(
+            class,
+            WordClass::Letter | WordClass::Numeric | WordClass::ExtendNumLet
+        )
+    };
+    let mut count = 0;
+    let mut index = 0;
+    while index < text.len() {
+        if !joins_word(word_class(text[index])) {
+            index += 1;
+            continue;
+        }
+        let mut has_alphanumeric = false;
+        loop {
+            let class = word_class(text[index]);
+            has_alphanumeric |= matches!(class, WordClass::Letter | WordClass::Numeric);
+            let Some(&next) = text.get(index + 1) else {
+                break;
+            };
+            let next_class = word_class(next);
+            if joins_word(next_class) {
+                index += 1;
+                continue;
+            }
+            let after_class = text.get(index + 2).map(|&byte| word_class(byte));
+            let across = matches!(
+                (class, next_class, after_class),
+                (
+                    WordClass::Letter,
+                    WordClass::MidLetter | WordClass::MidNumLet,
+                    Some(WordClass::Letter),
+                ) | (
+                    WordClass::Numeric,
+                    WordClass::MidNum | WordClass::MidNumLet,
+                    Some(WordClass::Numeric),
+                )
+            );
+            if !across {
+                break;
+            }
+            index += 2;
+        }
+        index += 1;
+        count += usize::from(has_alphanumeric);
+    }
+    count
 }
 
 fn is_cjk(character: char) -> bool {
@@ -186,6 +279,67 @@ mod tests {
         assert_eq!(count_words("Rust と 日本"), 4);
         // UAX #29 keeps apostrophes and decimal points inside a word, not hyphens.
         assert_eq!(count_words("don't stop-here 3.14"), 4);
+    }
+
+    /// Counts words with `unicode_words` alone, the reference for ASCII.
+    fn reference_count(text: &str) -> usize {
+        text.unicode_words().count()
+    }
+
+    #[test]
+    fn ascii_words_match_unicode_segmentation() {
+        let cases = [
+            "don't stop-here 3.14",
+            "a.b.c a..b a. .a 1,000.50 1,a a:b 1:2 a1.b 1.a",
+            "__init__ _ __ a_1 1_a _1 ;; ' '' a'b 1'2 \"quoted\"",
+            "e.g. i.e., U.S.A. 12:30 v1.2.3 path/to/file.md foo-bar",
+            "tab\tseparated\r\nlines\x0bvertical\x0cfeed",
+        ];
+        for text in cases {
+            assert_eq!(
+                count_ascii_words(text.as_bytes()),
+                reference_count(text),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ascii_words_match_for_every_short_string() {
+        // Every string of up to five characters from one character of each
+        // class, and every ASCII character between two of each.
+        let classes: Vec<u8> = b"aZ0_:,;.' \"-\t\n\r\x0b".to_vec();
+        let mut texts: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..5 {
+            let longer: Vec<Vec<u8>> = texts
+                .iter()
+                .filter(|text| text.len() == texts.last().unwrap().len())
+                .flat_map(|text| {
+                    classes.iter().map(move |&byte| {
+                        let mut longer = text.clone();
+                        longer.push(byte);
+                        longer
+                    })
+                })
+                .collect();
+            texts.extend(longer);
+        }
+        for byte in 0..=127u8 {
+            for &before in &classes {
+                for &after in &classes {
+                    texts.push(vec![before, byte, after]);
+                    texts.push(vec![before, before, byte, after, after]);
+                }
+            }
+        }
+        for text in &texts {
+            let text = std::str::from_utf8(text).unwrap();
+            assert_eq!(
+                count_ascii_words(text.as_bytes()),
+                reference_count(text),
+                "{text:?}"
+            );
+        }
     }
 
     #[test]

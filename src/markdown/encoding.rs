@@ -1,6 +1,8 @@
 //! Decoding a file's bytes into text: UTF-8 (with or without a byte order
 //! mark), UTF-16 with a byte order mark, or a declared fallback encoding.
 
+use std::borrow::Cow;
+
 use encoding_rs::{Encoding, UTF_16BE, UTF_16LE};
 
 use super::MarkdownError;
@@ -9,18 +11,19 @@ const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 const UTF16_LE_BOM: &[u8] = b"\xFF\xFE";
 const UTF16_BE_BOM: &[u8] = b"\xFE\xFF";
 
-/// Decodes `raw` into text without a byte order mark.
+/// Decodes `raw` into text without a byte order mark. UTF-8 input is
+/// borrowed, not copied.
 ///
 /// UTF-8 is expected. UTF-16 is accepted when a byte order mark declares it.
 /// Other bytes are an error naming the first invalid byte, unless a
 /// fallback encoding is given (for example windows-1252), in which case the
 /// whole file is decoded with it. NUL characters are rejected in every
 /// encoding, because no Markdown renderer keeps them.
-pub fn decode(
+pub fn decode<'a>(
     path: &str,
-    raw: &[u8],
+    raw: &'a [u8],
     fallback: Option<&'static Encoding>,
-) -> Result<String, MarkdownError> {
+) -> Result<Cow<'a, str>, MarkdownError> {
     let text = if let Some(rest) = raw.strip_prefix(UTF8_BOM) {
         utf8(path, rest, UTF8_BOM.len(), fallback)?
     } else if let Some(rest) = raw.strip_prefix(UTF16_LE_BOM) {
@@ -41,14 +44,14 @@ pub fn decode(
     Ok(text)
 }
 
-fn utf8(
+fn utf8<'a>(
     path: &str,
-    bytes: &[u8],
+    bytes: &'a [u8],
     bom_len: usize,
     fallback: Option<&'static Encoding>,
-) -> Result<String, MarkdownError> {
+) -> Result<Cow<'a, str>, MarkdownError> {
     match std::str::from_utf8(bytes) {
-        Ok(text) => Ok(text.to_string()),
+        Ok(text) => Ok(Cow::Borrowed(text)),
         Err(err) => match fallback {
             Some(encoding) => {
                 let (text, _) = encoding.decode_without_bom_handling(bytes);
@@ -57,7 +60,7 @@ fn utf8(
                     encoding = encoding.name(),
                     "decoded with the fallback encoding"
                 );
-                Ok(text.into_owned())
+                Ok(Cow::Owned(text.into_owned()))
             }
             None => {
                 let offset = err.valid_up_to();
@@ -71,10 +74,14 @@ fn utf8(
     }
 }
 
-fn utf16(path: &str, bytes: &[u8], encoding: &'static Encoding) -> Result<String, MarkdownError> {
+fn utf16(
+    path: &str,
+    bytes: &[u8],
+    encoding: &'static Encoding,
+) -> Result<Cow<'static, str>, MarkdownError> {
     encoding
         .decode_without_bom_handling_and_without_replacement(bytes)
-        .map(|text| text.into_owned())
+        .map(|text| Cow::Owned(text.into_owned()))
         .ok_or_else(|| MarkdownError::InvalidUtf16 {
             path: path.to_string(),
             encoding: encoding.name(),

@@ -15,6 +15,8 @@ pub use derive::{count_words, Heading};
 pub use encoding::encoding_for_label;
 pub use front_matter::FrontMatterFormat;
 
+use std::borrow::Cow;
+
 use encoding_rs::Encoding;
 use serde::{Deserialize, Serialize};
 
@@ -130,8 +132,8 @@ pub fn normalize(
             max: options.max_bytes,
         });
     }
-    let text = encoding::decode(path, raw, options.fallback_encoding)?;
-    let text = normalize_line_endings(&text);
+    let decoded = encoding::decode(path, raw, options.fallback_encoding)?;
+    let text = normalize_line_endings(decoded);
 
     // Front matter is recognized only at the very start of the document.
     let mut warnings = Vec::new();
@@ -181,7 +183,7 @@ pub fn normalize(
     let body = match options.front_matter {
         FrontMatterMode::Strip => markdown_body.as_bytes().to_vec(),
         FrontMatterMode::Keep if std::str::from_utf8(raw).is_ok() => raw.to_vec(),
-        FrontMatterMode::Keep => text.into_bytes(),
+        FrontMatterMode::Keep => text.into_owned().into_bytes(),
     };
 
     for warning in &warnings {
@@ -199,11 +201,11 @@ pub fn normalize(
 }
 
 /// Turns CRLF and lone CR into LF and leaves every other byte alone.
-fn normalize_line_endings(text: &str) -> String {
+fn normalize_line_endings(text: Cow<'_, str>) -> Cow<'_, str> {
     if !text.contains('\r') {
-        return text.to_string();
+        return text;
     }
-    text.replace("\r\n", "\n").replace('\r', "\n")
+    Cow::Owned(text.replace("\r\n", "\n").replace('\r', "\n"))
 }
 
 /// Returns the text of a front matter scalar, trimmed and without a stray
