@@ -83,6 +83,7 @@ fn actual_state(objects: BTreeMap<String, ActualObject>, with_manifest: bool) ->
         manifest,
         manifest_etag: None,
         head_requests: 0,
+        archived: Vec::new(),
     }
 }
 
@@ -174,6 +175,8 @@ fn main() {
             archive_prefix: None,
             stamp: "20260101T000000Z".into(),
         },
+        archive_keep_days: None,
+        now: chrono::Utc::now(),
     };
 
     println!("| actual state | objects listed | changes | best | median | runs |");
