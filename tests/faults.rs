@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{run, run_expect, Bucket, FaultProxy, Fixture, GitRepo, Server};
@@ -149,14 +149,6 @@ fn command_via(fx: &Fixture, server: &Server, subcommand: &str, args: &[&str]) -
     command
 }
 
-fn spawn(mut command: Command) -> std::process::Child {
-    command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 /// Writes pages `pages/page-NNN.md` with front matter and a body of a few
 /// hundred bytes that depends on `version`.
 fn write_pages(repo: &GitRepo, indexes: std::ops::Range<usize>, version: &str) {
@@ -180,7 +172,7 @@ fn wait_for_key(
     runtime: &tokio::runtime::Runtime,
     prefix: &str,
     key: &str,
-    child: &mut std::process::Child,
+    child: &mut common::Spawned,
 ) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -530,7 +522,7 @@ fn lost_put_responses_count_as_written() {
         for (commit, counter) in [(&first, "created"), (&second, "updated")] {
             let label = format!("{} {counter}", server.name);
             let log_start = proxy.request_log().len();
-            let mut child = spawn(command_via(
+            let mut child = common::spawn(command_via(
                 &fx,
                 &through_proxy,
                 "apply",
@@ -699,7 +691,7 @@ fn lost_renewal_response_keeps_the_lock() {
         let commit = fx.repo.commit("only");
         let proxy = FaultProxy::start(&server.endpoint, &["--rate", "0"]);
         let through_proxy = proxy.server(&server);
-        let mut child = spawn(command_via(
+        let mut child = common::spawn(command_via(
             &fx,
             &through_proxy,
             "apply",
@@ -876,7 +868,7 @@ fn r2_if_match_on_missing_key_recovers() {
             // behind r2sync's back, so its update meets a missing key.
             let proxy = FaultProxy::start(&server.endpoint, &["--r2"]);
             let through_proxy = proxy.server(&server);
-            let mut child = spawn(command_via(
+            let mut child = common::spawn(command_via(
                 &fx,
                 &through_proxy,
                 "apply",

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{run, run_expect, Fixture};
@@ -26,7 +26,7 @@ fn lock_key(fx: &Fixture) -> String {
 }
 
 /// Polls until the lock object exists (or fails after 30 s).
-fn wait_for_lock(fx: &Fixture, runtime: &tokio::runtime::Runtime, child: &mut std::process::Child) {
+fn wait_for_lock(fx: &Fixture, runtime: &tokio::runtime::Runtime, child: &mut common::Spawned) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let listed = runtime.block_on(fx.bucket.list(&fx.prefix));
@@ -46,14 +46,6 @@ fn check_at(fx: &Fixture, commit: &str) -> i32 {
     run(&mut fx.cmd("check", &["--ref", commit])).code
 }
 
-fn spawn(mut command: Command) -> std::process::Child {
-    command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn lock_second_apply_refused() {
     let runtime = common::runtime();
@@ -71,7 +63,8 @@ fn lock_second_apply_refused() {
 
         // The first apply runs with one request at a time, so it holds the
         // lock long enough for the second to meet it.
-        let mut holder = spawn(fx.cmd("apply", &["--yes", "--ref", &first, "--concurrency", "1"]));
+        let mut holder =
+            common::spawn(fx.cmd("apply", &["--yes", "--ref", &first, "--concurrency", "1"]));
         wait_for_lock(&fx, &runtime, &mut holder);
         let refused = run_expect(
             &mut fx.cmd("apply", &["--yes", "--ref", &second, "--lock-timeout", "0"]),
@@ -120,8 +113,8 @@ fn lock_two_applies_one_commit() {
         let beta = fx.repo.commit("beta");
 
         // Both start together and wait for each other as long as needed.
-        let a = spawn(fx.cmd("apply", &["--yes", "--ref", &alpha, "--concurrency", "2"]));
-        let b = spawn(fx.cmd("apply", &["--yes", "--ref", &beta, "--concurrency", "2"]));
+        let a = common::spawn(fx.cmd("apply", &["--yes", "--ref", &alpha, "--concurrency", "2"]));
+        let b = common::spawn(fx.cmd("apply", &["--yes", "--ref", &beta, "--concurrency", "2"]));
         let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
         for output in [&a, &b] {
             assert!(
@@ -257,7 +250,8 @@ fn lock_released_on_ctrl_c() {
         write_documents(&fx, 400, "v1");
         let commit = fx.repo.commit("one");
 
-        let mut child = spawn(fx.cmd("apply", &["--yes", "--concurrency", "1", "--no-progress"]));
+        let mut child =
+            common::spawn(fx.cmd("apply", &["--yes", "--concurrency", "1", "--no-progress"]));
         wait_for_lock(&fx, &runtime, &mut child);
         // Let some documents go up, then interrupt.
         std::thread::sleep(Duration::from_millis(300));

@@ -353,6 +353,26 @@ pub(super) async fn prepare(
     let (settings, target, credentials) = resolve_settings(args, change, file)?;
     let started = Instant::now();
 
+    // A bucket is read while the documents are built: the listing waits on
+    // the network, one page after another, and the build on the CPU. A
+    // local directory is read afterwards, so that a failed build leaves no
+    // new directory behind.
+    let policy = request_policy(args);
+    let concurrency = args.concurrency as usize;
+    let early = match target.kind {
+        TargetKind::Local { .. } => None,
+        _ => {
+            let remote = Remote::connect(&target, &credentials, &policy, create_target)?;
+            let reader = remote.clone();
+            let task = tokio::spawn(async move {
+                let listing_started = Instant::now();
+                let actual = state::read_actual(&reader, concurrency, verify).await;
+                (actual, listing_started.elapsed())
+            });
+            Some((remote, task))
+        }
+    };
+
     // Desired state, from the Git object database.
     let cache_dir = args
         .cache_dir
@@ -445,13 +465,24 @@ pub(super) async fn prepare(
     );
 
     // Actual state, from the listing, the manifest and metadata.
-    let policy = request_policy(args);
-    let remote = Remote::connect(&target, &credentials, &policy, create_target)?;
-    if let Some(note) = remote.note() {
-        output.status(note);
-    }
-    let listing_started = Instant::now();
-    let mut actual = state::read_actual(&remote, args.concurrency as usize, verify).await?;
+    let (remote, actual, listing_elapsed) = match early {
+        Some((remote, task)) => {
+            let (actual, elapsed) = task
+                .await
+                .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()));
+            (remote, actual, elapsed)
+        }
+        None => {
+            let remote = Remote::connect(&target, &credentials, &policy, create_target)?;
+            if let Some(note) = remote.note() {
+                output.status(note);
+            }
+            let listing_started = Instant::now();
+            let actual = state::read_actual(&remote, concurrency, verify).await;
+            (remote, actual, listing_started.elapsed())
+        }
+    };
+    let mut actual = actual?;
     if change.is_some_and(|change| change.archive_keep_days.is_some()) {
         let base = plan::archive_base(&archive_context(&remote, &settings, ""));
         actual.archived = remote.list_under(&base).await?;
@@ -459,7 +490,7 @@ pub(super) async fn prepare(
     tracing::info!(
         objects = actual.objects.len(),
         head_requests = actual.head_requests,
-        elapsed_ms = listing_started.elapsed().as_millis() as u64,
+        elapsed_ms = listing_elapsed.as_millis() as u64,
         "read actual state of {remote}"
     );
 

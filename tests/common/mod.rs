@@ -650,3 +650,61 @@ impl Drop for FaultProxy {
         let _ = self.child.wait();
     }
 }
+
+// ---- Commands running in the background ----
+
+/// A command started in the background whose output is read while it runs,
+/// so that a full pipe (trace logs fill one quickly) never stalls it.
+pub struct Spawned {
+    child: std::process::Child,
+    stdout: std::thread::JoinHandle<Vec<u8>>,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
+}
+
+/// Starts `command` with its output collected by two threads.
+pub fn spawn(mut command: Command) -> Spawned {
+    use std::io::Read;
+
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting r2sync");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped stderr")));
+    Spawned {
+        child,
+        stdout,
+        stderr,
+    }
+}
+
+impl Spawned {
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    /// Waits for the exit and returns the whole output, checked for secrets.
+    pub fn wait_with_output(mut self) -> std::io::Result<std::process::Output> {
+        let status = self.child.wait()?;
+        let output = std::process::Output {
+            status,
+            stdout: self.stdout.join().expect("stdout reader"),
+            stderr: self.stderr.join().expect("stderr reader"),
+        };
+        assert_no_secret(&String::from_utf8_lossy(&output.stdout), "stdout");
+        assert_no_secret(&String::from_utf8_lossy(&output.stderr), "stderr");
+        Ok(output)
+    }
+}
