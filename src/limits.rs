@@ -12,7 +12,7 @@ pub const MAX_KEY_BYTES: usize = 1024;
 
 /// Problems found, one line each, naming the source file.
 #[derive(Debug, thiserror::Error)]
-#[error("{} {} exceed what S3 and R2 accept, so nothing was written:\n  {}", problems.len(), if problems.len() == 1 { "document" } else { "documents" }, problems.join("\n  "))]
+#[error("{} {} what S3 and R2 accept, so nothing was written:\n  {}\nfix them, or leave them out with --exclude 'GLOB'", problems.len(), if problems.len() == 1 { "document exceeds" } else { "documents exceed" }, problems.join("\n  "))]
 pub struct LimitError {
     pub problems: Vec<String>,
 }

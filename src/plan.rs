@@ -670,7 +670,8 @@ pub fn summary_line(summary: &Summary) -> String {
         );
     }
     let prune = if summary.prune > 0 {
-        format!(", {} archived copies to prune", summary.prune)
+        let noun = if summary.prune == 1 { "copy" } else { "copies" };
+        format!(", {} archived {noun} to prune", summary.prune)
     } else {
         String::new()
     };

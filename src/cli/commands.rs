@@ -756,12 +756,17 @@ async fn apply_command(
         output.error(format!("stopped early: {reason}"));
     }
     output.status(format!(
-        "Applied {}: {} created, {} updated, {} archived, {} deleted ({} uploaded, {} write {}) in {:.1}s.",
+        "Applied {}: {} created, {} updated, {} archived, {} deleted{} ({} uploaded, {} write {}) in {:.1}s.",
         plan::short_commit(&plan.source.commit),
         report.created,
         report.updated,
         report.archived,
         report.deleted,
+        if report.pruned > 0 {
+            format!(", {} archived {} pruned", report.pruned, if report.pruned == 1 { "copy" } else { "copies" })
+        } else {
+            String::new()
+        },
         plan::human_bytes(report.bytes_uploaded),
         report.writes.total(),
         if report.writes.total() == 1 { "request" } else { "requests" },

@@ -72,8 +72,8 @@ pub enum LockError {
         info: Box<LockInfo>,
         waited_secs: u64,
     },
-    #[error("{key}: no lock is held")]
-    NotHeld { key: String },
+    #[error("no lock is held on {target} ({key} does not exist); check --target and the other target options")]
+    NotHeld { key: String, target: String },
     #[error("{key}: the lock is {info}, not {id}; nothing was removed", info = current.id)]
     OtherId {
         key: String,
@@ -330,7 +330,10 @@ async fn delete_with_retries(remote: &Remote, key: &str) -> Result<(), RemoteErr
 pub async fn force_unlock(remote: &Remote, id: &str) -> Result<LockInfo, LockError> {
     let key = lock_key(remote);
     let Some((current, _)) = read(remote).await? else {
-        return Err(LockError::NotHeld { key });
+        return Err(LockError::NotHeld {
+            key,
+            target: remote.to_string(),
+        });
     };
     if current.id != id {
         return Err(LockError::OtherId {
