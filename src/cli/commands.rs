@@ -521,6 +521,16 @@ pub(super) fn archive_context(remote: &Remote, settings: &Settings, stamp: &str)
     }
 }
 
+/// Makes the plan with the change options of plan and apply.
+pub(super) fn plan_with(prepared: &Prepared, change: &ChangeArgs) -> Result<Plan, CliError> {
+    make_plan(
+        prepared,
+        change.max_deletes,
+        change.adopt,
+        change.archive_keep_days,
+    )
+}
+
 /// Compares the states and wraps the result into a plan document.
 pub(super) fn make_plan(
     prepared: &Prepared,
@@ -560,12 +570,7 @@ async fn plan_command(
         ..Default::default()
     };
     let prepared = prepare(&args.sync, Some(&args.change), file, output, reading).await?;
-    let plan = make_plan(
-        &prepared,
-        args.change.max_deletes,
-        args.change.adopt,
-        args.change.archive_keep_days,
-    )?;
+    let plan = plan_with(&prepared, &args.change)?;
 
     if let Some(path) = &args.out {
         let json = serde_json::to_vec_pretty(&plan).expect("plan serializes");
@@ -629,12 +634,7 @@ async fn apply_command(
                 },
             )
             .await?;
-            let plan = make_plan(
-                &prepared,
-                args.change.max_deletes,
-                args.change.adopt,
-                args.change.archive_keep_days,
-            )?;
+            let plan = plan_with(&prepared, &args.change)?;
             (prepared, plan)
         }
     };
@@ -866,12 +866,7 @@ async fn recheck_after_lock(
     let mut prepared = prepared;
     prepared.actual =
         state::read_actual(&prepared.remote, prepared.concurrency, args.change.verify).await?;
-    let fresh = make_plan(
-        &prepared,
-        args.change.max_deletes,
-        args.change.adopt,
-        args.change.archive_keep_days,
-    )?;
+    let fresh = plan_with(&prepared, &args.change)?;
     if same_changes(&plan, &fresh) {
         return Ok(Some((prepared, plan)));
     }
