@@ -184,7 +184,7 @@ pub fn archive_key(context: &ArchiveContext, key: &str) -> String {
     format!("{}/{}/{relative}", archive_base(context), context.stamp)
 }
 
-/// The folder that holds the archived copies, without a trailing slash.
+/// Returns the folder of the archived copies, without a trailing slash.
 pub fn archive_base(context: &ArchiveContext) -> String {
     match &context.archive_prefix {
         Some(prefix) => prefix.trim_end_matches('/').to_string(),

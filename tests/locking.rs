@@ -143,7 +143,7 @@ fn lock_two_applies_one_commit() {
     }
 }
 
-/// A lock as another process would leave it.
+/// Builds a lock object as another process would leave it.
 fn foreign_lock(id: &str, expires_at: &str) -> String {
     serde_json::json!({
         "format": "r2sync-lock",

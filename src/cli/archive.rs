@@ -75,10 +75,10 @@ pub(super) fn merge_archive_options(
     Ok(file)
 }
 
-/// Every archived copy, oldest first, optionally only those of `key`.
+/// Lists every archived copy, oldest first, optionally only those of `key`.
 async fn copies(archive: &Archive, key: Option<&str>) -> Result<Vec<ArchivedCopy>, CliError> {
     let base = plan::archive_base(&archive.context);
-    let wanted = key.map(|key| original_key(&archive.context, key));
+    let requested = key.map(|key| original_key(&archive.context, key));
     let mut copies: Vec<ArchivedCopy> = archive
         .remote
         .list_under(&base)
@@ -86,7 +86,7 @@ async fn copies(archive: &Archive, key: Option<&str>) -> Result<Vec<ArchivedCopy
         .into_iter()
         .filter_map(|listed| plan::parse_archived(&archive.context, &listed.key, listed.size))
         .filter(|copy| {
-            wanted
+            requested
                 .as_ref()
                 .is_none_or(|keys| keys.contains(&copy.original))
         })
@@ -95,7 +95,8 @@ async fn copies(archive: &Archive, key: Option<&str>) -> Result<Vec<ArchivedCopy
     Ok(copies)
 }
 
-/// The keys a user may mean by `key`: itself, and itself below the prefix.
+/// Returns the keys a user may mean by `key`: itself, and itself below
+/// the prefix.
 fn original_key(context: &ArchiveContext, key: &str) -> Vec<String> {
     let key = key.trim_start_matches('/');
     vec![key.to_string(), manifest::object_key(&context.prefix, key)]

@@ -79,7 +79,7 @@ pub enum CliError {
 }
 
 impl CliError {
-    /// The process exit code for this error.
+    /// Returns the process exit code for this error.
     pub fn exit_code(&self) -> ExitCode {
         match self {
             CliError::Interrupted => ExitCode::Interrupted,
@@ -510,8 +510,8 @@ pub(super) async fn prepare(
     })
 }
 
-/// Where the target's archived copies go; `stamp` names the folder of
-/// this run's copies.
+/// Builds the archive location of the target. `stamp` names the folder
+/// of this run's copies.
 pub(super) fn archive_context(remote: &Remote, settings: &Settings, stamp: &str) -> ArchiveContext {
     ArchiveContext {
         prefix: remote.prefix().to_string(),

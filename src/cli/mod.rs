@@ -156,7 +156,7 @@ pub struct ArchiveLsArgs {
     /// Only copies of this key (or path below the target prefix).
     pub key: Option<String>,
 
-    /// Where archived objects go (default: PREFIX/.r2sync/archive).
+    /// Key prefix of the archived copies (default: PREFIX/.r2sync/archive).
     #[arg(long, value_name = "KEY_PREFIX")]
     pub archive_prefix: Option<String>,
 
@@ -182,7 +182,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub overwrite: bool,
 
-    /// Where archived objects go (default: PREFIX/.r2sync/archive).
+    /// Key prefix of the archived copies (default: PREFIX/.r2sync/archive).
     #[arg(long, value_name = "KEY_PREFIX")]
     pub archive_prefix: Option<String>,
 
@@ -291,7 +291,7 @@ pub struct SyncArgs {
     #[arg(long, default_value_t = 120, value_name = "SECONDS")]
     pub retry_timeout: u64,
 
-    /// Longest pause between retries, in seconds; pauses start at 100 ms
+    /// Maximum pause between retries, in seconds. Pauses start at 100 ms
     /// and double, with jitter.
     #[arg(long, default_value_t = 15, value_name = "SECONDS")]
     pub max_backoff: u64,

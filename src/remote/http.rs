@@ -108,14 +108,14 @@ impl HttpService for ObservedService {
 /// Prefix of the stand-in for a listed key that object_store cannot parse.
 pub const UNPARSEABLE_MARKER: &str = ".r2sync-unparseable-key/";
 
-/// Whether object_store can name `key` exactly: it parses and comes back
+/// Tells whether object_store can name `key` exactly: it parses and comes back
 /// unchanged (no empty, `.` or `..` segment, no control character, no
 /// leading or trailing slash).
 pub fn is_addressable(key: &str) -> bool {
     object_store::path::Path::parse(key).is_ok_and(|path| path.as_ref() == key)
 }
 
-/// The original key behind a stand-in, or `None` for an ordinary key.
+/// Returns the original key behind a stand-in, or `None` for an ordinary key.
 pub fn decode_marked_key(listed: &str) -> Option<String> {
     let encoded = listed.strip_prefix(UNPARSEABLE_MARKER)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD

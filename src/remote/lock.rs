@@ -1,6 +1,6 @@
 //! The apply lock: one small object under the target's internal folder that
-//! says who is applying, since when, which commit, and until when the claim
-//! holds. It is created with a conditional write, renewed while the apply
+//! records who is applying, since when, which commit, and when the claim
+//! expires. It is created with a conditional write, renewed while the apply
 //! runs and removed at the end.
 //!
 //! Exclusion rests on the server honouring `If-None-Match: *` and
@@ -25,7 +25,7 @@ pub const LOCK_FILE: &str = "lock.json";
 /// servers that ignore conditions; it is deleted right away.
 const PROBE_FILE: &str = "lock.probe";
 
-/// How long a claim holds without renewal.
+/// Lifetime of a claim without renewal.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 
 /// The content of the lock object.
@@ -326,7 +326,7 @@ async fn delete_with_retries(remote: &Remote, key: &str) -> Result<(), RemoteErr
     }
 }
 
-/// Removes the lock with `id`, whoever holds it.
+/// Removes the lock with `id`, whichever process holds it.
 pub async fn force_unlock(remote: &Remote, id: &str) -> Result<LockInfo, LockError> {
     let key = lock_key(remote);
     let Some((current, _)) = read(remote).await? else {
@@ -486,7 +486,7 @@ impl HeldLock {
         }
     }
 
-    /// Whether another run replaced the lock while it was held.
+    /// Tells whether another run replaced the lock while it was held.
     pub fn is_lost(&self) -> bool {
         self.lost.load(Ordering::Relaxed)
     }

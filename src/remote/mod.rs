@@ -83,7 +83,7 @@ pub struct RequestPolicy {
     pub timeout: Duration,
     /// Time limit of one request with all its retries.
     pub retry_timeout: Duration,
-    /// Longest pause between two attempts; pauses start at 100 ms and
+    /// Maximum pause between two attempts. Pauses start at 100 ms and
     /// double, with jitter.
     pub max_backoff: Duration,
     /// Bodies larger than this many bytes go up in a multipart upload.
@@ -95,7 +95,7 @@ pub struct RequestPolicy {
 
 /// Smallest part S3 and R2 accept, except for the last one.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
-/// Most parts in one multipart upload.
+/// Maximum number of parts in one multipart upload.
 pub const MAX_PARTS: u64 = 10_000;
 /// Largest body of a single PutObject on R2 (5 GiB minus 5 MiB); AWS
 /// allows 5 GiB.

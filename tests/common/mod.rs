@@ -241,16 +241,16 @@ pub fn r2sync(server: Option<&Server>, workdir: &Path) -> Command {
             .env("R2SYNC_ENDPOINT", &server.endpoint);
     }
     command.env("NO_COLOR", "1");
-    // The suite runs once more with trace logs (see tests/run.sh), so that
-    // every scenario shows whether a secret leaks into the most verbose
-    // output; `run` scans what each command prints.
+    // tests/run.sh runs the suite once more with trace logs, so that every
+    // scenario shows whether a secret leaks into the most verbose output.
+    // `run` scans the output of each command.
     if trace_mode() {
         command.arg("-vvv");
     }
     command
 }
 
-/// Whether the commands run with `-vvv` (`R2SYNC_TEST_TRACE=1`).
+/// Tells whether the commands run with `-vvv` (`R2SYNC_TEST_TRACE=1`).
 pub fn trace_mode() -> bool {
     std::env::var("R2SYNC_TEST_TRACE").as_deref() == Ok("1")
 }
@@ -265,7 +265,7 @@ fn secrets() -> Vec<String> {
         .collect()
 }
 
-/// The configured servers, without the skip message of [`servers`].
+/// Returns the configured servers, without the skip message of [`servers`].
 fn servers_quiet() -> Vec<Server> {
     if std::env::var("R2SYNC_TEST_SERVERS")
         .unwrap_or_default()
